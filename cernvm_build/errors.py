@@ -1,0 +1,50 @@
+"""Typed errors. Each carries the one-line, user-facing message the CLI prints before exiting non-zero."""
+
+from __future__ import annotations
+
+
+class CernVMBuildError(Exception):
+    """Base class: str(error) is the complete message for the user (file, package or field named)."""
+
+    exit_code = 1
+
+
+class RecipeError(CernVMBuildError):
+    """A shopping list is malformed: names the file, the key and what was expected."""
+
+
+class LockError(CernVMBuildError):
+    """A closure lock is malformed, inconsistent or differs from what was expected."""
+
+
+class MetadataError(CernVMBuildError):
+    """Repository metadata could not be fetched, parsed or trusted (signature, checksum, expiry)."""
+
+
+class SignatureError(MetadataError):
+    """A signature did not verify against the configured keys."""
+
+
+class ChecksumError(MetadataError):
+    """A file's digest differs from the digest a signed document lists for it."""
+
+
+class FetchError(CernVMBuildError):
+    """A download failed after retries."""
+
+
+class ResolveError(CernVMBuildError):
+    """The solver found no closure: carries libsolv's problems and proposed solutions."""
+
+    exit_code = 2
+
+    def __init__(self, message: str, problems: list[str] | None = None):
+        super().__init__(message)
+        self.problems = problems or []
+
+    def details(self) -> str:
+        return "\n".join(self.problems)
+
+
+class UnknownPackageError(ResolveError):
+    """A shopping-list entry names no package in the repositories."""

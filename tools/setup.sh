@@ -1,0 +1,36 @@
+#!/usr/bin/env bash
+# Idempotent setup on Debian 12 (as root): the OS packages cernvm-build uses, and .venv/ made from
+# Debian's own Python with --system-site-packages so the libsolv/apt/rpm/dnf bindings are visible.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+OS_PACKAGES=(
+  python3 python3-venv python3-pip
+  python3-solv python3-apt python3-dnf python3-rpm python3-createrepo-c
+  gpgv gnupg debian-archive-keyring dpkg-dev apt-utils fakeroot xz-utils zstd
+  rpm createrepo-c dose-distcheck cpio
+  ca-certificates curl
+)
+
+missing=()
+for p in "${OS_PACKAGES[@]}"; do
+  dpkg-query -W -f='${Status}\n' "$p" 2>/dev/null | grep -q '^install ok installed$' || missing+=("$p")
+done
+if ((${#missing[@]})); then
+  if [ "$(id -u)" != 0 ]; then
+    echo "setup: these Debian packages are missing and installing them needs root: ${missing[*]}" >&2
+    exit 1
+  fi
+  echo "setup: installing ${missing[*]}" >&2
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq
+  apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+
+stamp=.venv/.cernvm-build-setup
+want="$(sha256sum pyproject.toml | cut -d' ' -f1)"
+if [ ! -x .venv/bin/python ] || [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
+  /usr/bin/python3 -m venv --system-site-packages .venv
+  .venv/bin/python -m pip install -q --disable-pip-version-check -e '.[test]'
+  echo "$want" > "$stamp"
+fi
