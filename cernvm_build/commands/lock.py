@@ -1,0 +1,77 @@
+"""`lock` and `show`: shopping list -> closure lock, and its summary."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+
+def _lock(args: argparse.Namespace) -> int:
+    from ..closure import digest, dumps, read_lock
+    from ..errors import LockError
+    from ..recipe import load_recipe
+    from ..resolve import LockOptions, lock, resolve
+
+    recipe = load_recipe(args.recipe)
+    options = LockOptions(cache_dir=args.cache, offline=args.offline, allow_expired=args.allow_expired,
+                          policy=args.policy)
+    output = args.output or Path("closures") / f"{recipe.name}.lock.toml"
+    if args.check:
+        committed = Path(args.check)
+        old = read_lock(committed)
+        text = dumps(resolve(recipe, options))
+        if text != committed.read_text():
+            from ..closure import loads
+
+            new = loads(text)
+            old_v = {p.name: p.evr for p in old.packages}
+            new_v = {p.name: p.evr for p in new.packages}
+            changed = sorted(n for n in set(old_v) | set(new_v) if old_v.get(n) != new_v.get(n))
+            raise LockError(f"{committed}: re-resolution differs from the committed lock "
+                            f"({len(changed)} package(s) changed: {', '.join(changed[:10])}"
+                            f"{' ...' if len(changed) > 10 else ''}; metadata may have moved)")
+        print(f"{committed}: up to date ({digest(text)})")
+        return 0
+    closure, d = lock(recipe, output, options)
+    if not args.quiet:
+        print(f"wrote {output}: {len(closure.packages)} packages, {d}")
+    return 0
+
+
+def _show(args: argparse.Namespace) -> int:
+    from ..closure import digest, read_lock
+    from ..show import render_json, render_text
+
+    closure = read_lock(args.lock)
+    d = digest(Path(args.lock).read_bytes())
+    if args.json:
+        print(render_json(closure, d))
+    elif args.packages:
+        for p in closure.packages:
+            print(f"{p.name}\t{p.evr}\t{p.arch}\t{p.repository}")
+    else:
+        print(render_text(closure, d))
+    return 0
+
+
+def register(sub: "argparse._SubParsersAction") -> None:
+    p = sub.add_parser("lock", help="resolve a recipe (shopping list) into a pinned closure lock")
+    p.add_argument("recipe", help="recipes/NAME.toml")
+    p.add_argument("-o", "--output", help="lock file to write (default closures/NAME.lock.toml)")
+    p.add_argument("--cache", help="metadata cache directory (default ~/.cache/cernvm-build)")
+    p.add_argument("--offline", action="store_true", help="use only cached (still verified) metadata")
+    p.add_argument("--allow-expired", action="store_true",
+                   help="accept Release files past Valid-Until (historic snapshots); logged")
+    p.add_argument("--policy", choices=["auto", "apt", "libsolv"], default="auto",
+                   help="how to break ties: apt's choices (Debian default) or libsolv's own")
+    p.add_argument("--check", metavar="LOCK", help="exit non-zero if re-resolving differs from LOCK; write nothing")
+    p.add_argument("-q", "--quiet", action="store_true")
+    p.set_defaults(func=_lock)
+
+    p = sub.add_parser("show", help="summarise a lock (counts, size, repositories)")
+    p.add_argument("lock")
+    g = p.add_mutually_exclusive_group()
+    g.add_argument("--json", action="store_true", help="machine-readable summary")
+    g.add_argument("--packages", action="store_true", help="one line per package: name, version, arch, repository")
+    p.set_defaults(func=_show)

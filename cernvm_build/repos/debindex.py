@@ -1,0 +1,113 @@
+"""What libsolv's Debian parser does not keep, kept beside its .solv cache.
+
+libsolv drops Priority, Essential/Important and the download Size, and its .solv writer reorders
+dependencies, yet apt's choices depend on all of them (field order of or-groups, Priority of
+providers). This side table is built once per verified Packages file with apt's own fast parser and
+stored as flat arrays aligned with the solvables, so loading it costs microseconds.
+"""
+
+from __future__ import annotations
+
+import mmap
+from array import array
+from dataclasses import dataclass
+from pathlib import Path
+
+from ..errors import MetadataError
+from ..fsutil import atomic_write
+
+FORMAT = b"cvb-debindex-2\n"
+PRIORITY = {"required": 1, "important": 2, "standard": 3, "optional": 4, "extra": 5}
+ESSENTIAL, IMPORTANT, FORCED = 1, 2, 4
+# apt force-marks itself essential and important (pkgCacheGen::ForceEssential defaults to "apt")
+FORCE_ESSENTIAL = {"apt"}
+
+
+@dataclass
+class DebIndex:
+    """Per-stanza data in Packages file order (index i is the i-th solvable of the repo)."""
+
+    path: Path
+    offset: array     # byte offset of the stanza
+    size: array       # Size: (download size)
+    priority: array   # apt's numbering; 0 when the field is absent (apt sorts those first)
+    flags: array      # ESSENTIAL | IMPORTANT | FORCED (apt treats FORCED as both)
+    _map: mmap.mmap | None = None
+
+    def stanza(self, i: int) -> dict[str, str]:
+        """The raw control fields of the i-th package (only for the few packages apt's rules visit)."""
+        if self._map is None:
+            with open(self.path, "rb") as f:
+                self._map = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)
+        start = self.offset[i]
+        end = self._map.find(b"\n\n", start)
+        text = self._map[start:end if end >= 0 else len(self._map)].decode("utf-8", errors="replace")
+        fields: dict[str, str] = {}
+        key = ""
+        for line in text.split("\n"):
+            if line[:1] in (" ", "\t"):
+                if key:
+                    fields[key] += " " + line.strip()
+            elif line:
+                k, _, v = line.partition(":")
+                key = k
+                fields[k] = v.strip()
+        return fields
+
+
+def build(packages: Path) -> tuple[DebIndex, list[tuple[str, str, str]]]:
+    """Scan a Packages file with apt_pkg's parser; returns the index and (name, version, arch) per stanza."""
+    import apt_pkg
+
+    apt_pkg.init_config()
+    offset, size, prio, flags = array("q"), array("q"), array("b"), array("b")
+    ids: list[tuple[str, str, str]] = []
+    tf = apt_pkg.TagFile(str(packages))
+    off = tf.offset()
+    for sec in tf:
+        g = sec.get
+        name = g("Package")
+        if not name:
+            off = tf.offset()
+            continue
+        ids.append((name, g("Version", ""), g("Architecture", "")))
+        offset.append(off)
+        try:
+            size.append(int(g("Size") or 0))
+        except ValueError:
+            size.append(0)
+        p = g("Priority")
+        prio.append(0 if p is None else PRIORITY.get(p.lower(), 5))
+        f = 0
+        if (g("Essential") or "").lower() == "yes":
+            f |= ESSENTIAL
+        if name in FORCE_ESSENTIAL:
+            f |= FORCED
+        if (g("Important") or "").lower() == "yes" or (g("Protected") or "").lower() == "yes":
+            f |= IMPORTANT
+        flags.append(f)
+        off = tf.offset()
+    return DebIndex(packages, offset, size, prio, flags), ids
+
+
+def save(index: DebIndex, dest: Path) -> None:
+    n = len(index.offset)
+    parts = [FORMAT, n.to_bytes(8, "little"), index.offset.tobytes(), index.size.tobytes(),
+             index.priority.tobytes(), index.flags.tobytes()]
+    atomic_write(dest, b"".join(parts))
+
+
+def load(path: Path, packages: Path) -> DebIndex:
+    data = path.read_bytes()
+    if not data.startswith(FORMAT):
+        raise MetadataError(f"{path}: not a cernvm-build Debian side index")
+    pos = len(FORMAT)
+    n = int.from_bytes(data[pos:pos + 8], "little")
+    pos += 8
+    arrays = []
+    for code, width in (("q", 8), ("q", 8), ("b", 1), ("b", 1)):
+        a = array(code)
+        a.frombytes(data[pos:pos + n * width])
+        pos += n * width
+        arrays.append(a)
+    return DebIndex(packages, *arrays)
