@@ -1,0 +1,110 @@
+"""Against the live Debian archive: the real package universe (marked `network`; CI runs these)."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from cernvm_build.cache import Cache
+from cernvm_build.closure import read_lock
+from cernvm_build.recipe import load_recipe
+from tests.support.aptref import apt_resolution
+
+pytestmark = pytest.mark.network
+
+ROOT = Path(__file__).parents[2]
+CLI = [sys.executable, "-m", "cernvm_build.cli"]
+
+
+@pytest.fixture(scope="session")
+def live_cache(tmp_path_factory):
+    return tmp_path_factory.mktemp("live-cache")
+
+
+def _lock(recipe: Path, out: Path, cache: Path, *extra: str) -> None:
+    res = subprocess.run([*CLI, "lock", str(recipe), "-o", str(out), "--cache", str(cache), *extra],
+                         capture_output=True, text=True, cwd=ROOT)
+    assert res.returncode == 0, res.stderr
+
+
+def _packages_file(lock_path: Path, cache: Path) -> Path:
+    idx = read_lock(lock_path).repositories[0].indexes[0]
+    return Cache(cache).blob(idx.sha256)
+
+
+def _stanzas(packages: Path, wanted: set[tuple[str, str, str]]) -> list[str]:
+    out = []
+    for stanza in packages.read_text(errors="replace").split("\n\n"):
+        fields = dict(line.split(": ", 1) for line in stanza.splitlines() if ": " in line and line[0] != " ")
+        if (fields.get("Package"), fields.get("Version"), fields.get("Architecture")) in wanted:
+            out.append(stanza.strip("\n"))
+    return out
+
+
+def test_bookworm_minimal_is_closed_per_dose(live_cache, tmp_path):
+    """An independent checker (dose-debcheck) over exactly the locked packages: every package is
+    installable and the whole closure is co-installable, with nothing from outside the lock."""
+    out = tmp_path / "minimal.lock.toml"
+    _lock(ROOT / "recipes" / "debian-bookworm-minimal.toml", out, live_cache)
+    lock = read_lock(out)
+    names = {p.name for p in lock.packages}
+    assert {"systemd", "apt", "bash", "coreutils", "dpkg", "libc6"} <= names
+    assert any(n.startswith("linux-image-6.") for n in names)
+    wanted = {(p.name, p.evr, p.arch) for p in lock.packages}
+    stanzas = _stanzas(_packages_file(out, live_cache), wanted)
+    assert len(stanzas) == len(lock.packages)
+    everything = ", ".join(f"{p.name} (= {p.evr})" for p in lock.packages)
+    meta = ("Package: cvb-closure\nVersion: 1\nArchitecture: amd64\n"
+            f"Depends: {everything}\n")
+    universe = tmp_path / "Packages"
+    universe.write_text("\n\n".join(stanzas + [meta]) + "\n")
+    res = subprocess.run(["dose-debcheck", "--deb-native-arch=amd64", "--failures", "--explain",
+                          "--summary", str(universe)], capture_output=True, text=True)
+    print(res.stdout[-3000:])
+    assert res.returncode == 0, res.stdout[-3000:] + res.stderr
+    assert "broken-packages: 0" in res.stdout
+    assert f"total-packages: {len(lock.packages) + 1}" in res.stdout
+
+
+@pytest.mark.parametrize("names", [["build-essential", "python3"],
+                                   ["gnome-core", "build-essential", "python3"]],
+                         ids=["build-essential+python3", "gnome-core+build-essential+python3"])
+def test_closure_equals_apts_resolution(live_cache, tmp_path, names):
+    """With Recommends off, the Debian flavour chooses exactly what apt chooses."""
+    recipe = load_recipe(ROOT / "recipes" / "bench-build-essential-python3.toml")
+    text = (ROOT / "recipes" / "bench-build-essential-python3.toml").read_text()
+    text = text.replace('packages = ["build-essential", "python3"]',
+                        "packages = [" + ", ".join(f'"{n}"' for n in names) + "]")
+    assert recipe.weak is False
+    rp = tmp_path / "r.toml"
+    rp.write_text(text)
+    out = tmp_path / "r.lock.toml"
+    _lock(rp, out, live_cache)
+    ours = {p.name: p.evr for p in read_lock(out).packages}
+    apt = apt_resolution([_packages_file(out, live_cache)], names)
+    only_ours, only_apt = sorted(set(ours) - set(apt)), sorted(set(apt) - set(ours))
+    versions = sorted(n for n in set(ours) & set(apt) if ours[n] != apt[n])
+    for n in only_ours:
+        print(f"only ours: {n} {ours[n]}")
+    for n in only_apt:
+        print(f"only apt:  {n} {apt[n]}")
+    for n in versions:
+        print(f"version:   {n} ours {ours[n]} apt {apt[n]}")
+    print(f"{names}: {len(ours)} packages, apt {len(apt)}; differences: {len(only_ours) + len(only_apt) + len(versions)}")
+    assert not (only_ours or only_apt or versions)
+
+
+def test_plain_libsolv_differs_where_apt_policy_matters(live_cache, tmp_path):
+    """The measured reason for the apt policy: libsolv alone picks other providers for GNOME."""
+    text = (ROOT / "recipes" / "bench-gnome-core.toml").read_text()
+    rp = tmp_path / "g.toml"
+    rp.write_text(text)
+    _lock(rp, tmp_path / "apt.lock", live_cache)
+    _lock(rp, tmp_path / "solv.lock", live_cache, "--policy", "libsolv")
+    apt_names = {p.name for p in read_lock(tmp_path / "apt.lock").packages}
+    solv_names = {p.name for p in read_lock(tmp_path / "solv.lock").packages}
+    assert "gnome-terminal" in apt_names and "systemd" in apt_names
+    assert apt_names != solv_names
