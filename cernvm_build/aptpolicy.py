@@ -36,6 +36,8 @@ class AptWalk:
     _groups: dict[int, list[tuple[bool, list[tuple[str, "solv.Dep"]]]]] = field(default_factory=dict)
     _order: dict[int, int] = field(default_factory=dict)
     walked: set[str] = field(default_factory=set)
+    _deps: dict = field(default_factory=dict)
+    _prov: dict[int, list[int]] = field(default_factory=dict)
 
     # -- candidates: apt's candidate is the highest version of a name (all sources at priority 500)
     def candidate(self, name: str) -> "solv.XSolvable | None":
@@ -64,28 +66,37 @@ class AptWalk:
         import apt_pkg
 
         idx, i = self.u.deb_index_of(s)
-        fields = idx.stanza(i)
+        fields = idx.dep_fields(i)
         out = []
         kinds = [("Pre-Depends", True), ("Depends", True)] + ([("Recommends", False)] if self.weak else [])
-        pool = self.u.pool
         for key, critical in kinds:
             text = fields.get(key)
             if not text:
                 continue
             for group in apt_pkg.parse_depends(text, False):
-                alts = []
-                for name, ver, op in group:
-                    base = name.split(":", 1)[0]
-                    dep = pool.Dep(base)
-                    if op:
-                        dep = dep.Rel(_OPS[op], pool.Dep(ver))
-                    alts.append((base, dep))
-                out.append((critical, alts))
+                out.append((critical, [self._dep(name, ver, op) for name, ver, op in group]))
         self._groups[s.id] = out
         return out
 
+    def _dep(self, name: str, ver: str, op: str) -> tuple[str, "solv.Dep"]:
+        key = (name, ver, op)
+        hit = self._deps.get(key)
+        if hit is None:
+            base = name.split(":", 1)[0]
+            dep = self.u.pool.Dep(base)
+            if op:
+                dep = dep.Rel(_OPS[op], self.u.pool.Dep(ver))
+            hit = self._deps[key] = (base, dep)
+        return hit
+
+    def providers(self, dep: "solv.Dep") -> list[int]:
+        ids = self._prov.get(dep.id)
+        if ids is None:
+            ids = self._prov[dep.id] = [p.id for p in self.u.pool.whatprovides(dep.id)]
+        return ids
+
     def satisfied(self, dep: "solv.Dep") -> bool:
-        return any(p.id in self.marked_ids for p in self.u.pool.whatprovides(dep.id))
+        return any(p in self.marked_ids for p in self.providers(dep))
 
     def order(self, s: "solv.XSolvable") -> int:
         """Stand-in for apt's package ID: position in the index files (later = larger)."""
@@ -117,7 +128,8 @@ class AptWalk:
         return result
 
     def possible(self, alts: list[tuple[str, "solv.Dep"]]) -> set[int]:
-        return {p.id for _, d in alts for p in self.u.pool.whatprovides(d.id) if self.is_candidate(p)}
+        pool = self.u.pool
+        return {p for _, d in alts for p in self.providers(d) if self.is_candidate(pool.id2solvable(p))}
 
     def mark_install(self, s: "solv.XSolvable", from_user: bool) -> bool:
         protected = s.name in self.protected

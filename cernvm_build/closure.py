@@ -8,6 +8,7 @@ packages sorted by (name, arch), lists sorted, no timestamps but the metadata's 
 from __future__ import annotations
 
 import hashlib
+import re
 import tomllib
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -115,7 +116,12 @@ class Closure:
 
 # ---- canonical TOML ------------------------------------------------------------------------------
 
+_PLAIN = re.compile(r'^[^"\\\x00-\x1f\x7f]*$')
+
+
 def _toml_str(s: str) -> str:
+    if _PLAIN.match(s):
+        return f'"{s}"'
     out = ['"']
     for ch in s:
         o = ord(ch)

@@ -9,6 +9,7 @@ stored as flat arrays aligned with the solvables, so loading it costs microsecon
 from __future__ import annotations
 
 import mmap
+import re
 from array import array
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,6 +18,7 @@ from ..errors import MetadataError
 from ..fsutil import atomic_write
 
 FORMAT = b"cvb-debindex-2\n"
+_DEP_FIELD = re.compile(rb"^(Pre-Depends|Depends|Recommends):[ \t]*(.*(?:\n[ \t].*)*)", re.M)
 PRIORITY = {"required": 1, "important": 2, "standard": 3, "optional": 4, "extra": 5}
 ESSENTIAL, IMPORTANT, FORCED = 1, 2, 4
 # apt force-marks itself essential and important (pkgCacheGen::ForceEssential defaults to "apt")
@@ -33,6 +35,19 @@ class DebIndex:
     priority: array   # apt's numbering; 0 when the field is absent (apt sorts those first)
     flags: array      # ESSENTIAL | IMPORTANT | FORCED (apt treats FORCED as both)
     _map: mmap.mmap | None = None
+
+    def dep_fields(self, i: int) -> dict[str, str]:
+        """Only Pre-Depends, Depends and Recommends of the i-th package (the fields apt's walk reads)."""
+        if self._map is None:
+            with open(self.path, "rb") as f:
+                self._map = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)
+        start = self.offset[i]
+        end = self._map.find(b"\n\n", start)
+        chunk = self._map[start:end if end >= 0 else len(self._map)]
+        out = {}
+        for m in _DEP_FIELD.finditer(chunk):
+            out[m.group(1).decode()] = m.group(2).decode("utf-8", errors="replace").replace("\n", " ")
+        return out
 
     def stanza(self, i: int) -> dict[str, str]:
         """The raw control fields of the i-th package (only for the few packages apt's rules visit)."""
