@@ -61,9 +61,33 @@ def _run_gpgv(args: list[str], keyring: str | Path, what: str) -> Verified:
         return Verified(content, tuple(sorted(set(valid))))
 
 
-def verify_clearsigned(path: str | Path, keyring: str | Path, what: str | None = None) -> Verified:
-    """Verify an inline-signed file (InRelease); returns the signed text only."""
-    return _run_gpgv([str(path)], keyring, what or str(path))
+def verify_clearsigned(path: str | Path, keyring: str | Path, what: str | None = None,
+                       memo: Path | None = None) -> Verified:
+    """Verify an inline-signed file (InRelease); returns the signed text only.
+
+    MEMO, a directory in the local cache, remembers a successful verification of exactly these
+    bytes against exactly this keyring (both by sha256), so a warm run skips spawning gpgv.
+    """
+    if memo is None:
+        return _run_gpgv([str(path)], keyring, what or str(path))
+    data = Path(path).read_bytes()
+    try:
+        ring = Path(keyring).read_bytes()
+    except OSError as exc:
+        raise SignatureError(f"{keyring}: cannot read keyring: {exc.strerror}") from exc
+    key = hashlib.sha256(data).hexdigest() + "-" + hashlib.sha256(ring).hexdigest()
+    record = memo / key
+    try:
+        head, _, content = record.read_bytes().partition(b"\n")
+        if head.startswith(b"fingerprints "):
+            return Verified(content, tuple(head.decode().split()[1:]))
+    except OSError:
+        pass
+    verified = _run_gpgv([str(path)], keyring, what or str(path))
+    from .fsutil import atomic_write
+
+    atomic_write(record, ("fingerprints " + " ".join(verified.fingerprints) + "\n").encode() + verified.content)
+    return verified
 
 
 def verify_detached(path: str | Path, signature: str | Path, keyring: str | Path,

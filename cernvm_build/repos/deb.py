@@ -110,7 +110,7 @@ def _fetch_signed_release(repo: Repository, cache: Cache, options: FetchOptions)
         path = cache.blob(digest)
         if kind == "InRelease":
             return f"dists/{repo.suite}/InRelease", path.read_bytes(), verify_clearsigned(
-                path, repo.keyring, f"{dists}/InRelease")
+                path, repo.keyring, f"{dists}/InRelease", memo=cache.root / "verified")
         sig_digest = digest.split("+")[1]
         rel = cache.blob(digest.split("+")[0])
         return f"dists/{repo.suite}/Release", rel.read_bytes(), verify_detached(
@@ -122,7 +122,7 @@ def _fetch_signed_release(repo: Repository, cache: Cache, options: FetchOptions)
         if not blob.exists():
             with atomic_path(blob) as tmp:
                 tmp.write_bytes(data)
-        verified = verify_clearsigned(blob, repo.keyring, f"{dists}/InRelease")
+        verified = verify_clearsigned(blob, repo.keyring, f"{dists}/InRelease", memo=cache.root / "verified")
         cache.write_pointer(pointer, f"InRelease {digest}")
         return f"dists/{repo.suite}/InRelease", data, verified
     except http.NotFound:
