@@ -183,12 +183,13 @@ def test_bad_signatures_are_refused(repo, tmp_path, cache):
     res = lock_cli(r, tmp_path / "o.lock", cache)
     assert res.returncode != 0 and "signature verification failed" in res.stderr
     assert "InRelease" in res.stderr
-    # a signed document altered after signing
+    # a signed document altered after signing, in place, with a warm cache that verified the original
     edited = _copy(repo, tmp_path / "edited")
+    r = write_recipe(tmp_path / "e.toml", edited, ["app"])
+    assert lock_cli(r, tmp_path / "e.lock", cache).returncode == 0
     inrel = edited.root / "dists" / edited.suite / "InRelease"
     inrel.write_text(inrel.read_text().replace("Suite: stable", "Suite: stablx"))
-    r = write_recipe(tmp_path / "e.toml", edited, ["app"])
-    res = lock_cli(r, tmp_path / "e.lock", cache)
+    res = lock_cli(r, tmp_path / "e2.lock", cache)
     assert res.returncode != 0 and "BAD signature" in res.stderr
 
 
