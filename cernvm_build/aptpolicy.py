@@ -176,9 +176,16 @@ class AptWalk:
         return True
 
 
-def apt_choices(u: Universe, requested: list["solv.XSolvable"], weak: bool) -> set[int]:
-    """Solvable ids apt would mark when asked to install REQUESTED (in order) on an empty system."""
+def apt_choices(u: Universe, requested: list["solv.XSolvable"], weak: bool,
+                installed: list["solv.XSolvable"] = ()) -> set[int]:
+    """Solvable ids apt would mark when asked to install REQUESTED (in order) on a system that has
+    INSTALLED (a locked base: those versions are kept and satisfy dependencies as they are)."""
     walk = AptWalk(u, weak, protected={s.name for s in requested})
+    for s in installed:
+        walk.marked[s.name] = s.id
+        walk.marked_ids.add(s.id)
+        walk.walked.add(s.name)
+        walk._cand[s.name] = s
     limit = sys.getrecursionlimit()
     sys.setrecursionlimit(max(limit, 20000))
     try:

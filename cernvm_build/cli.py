@@ -17,6 +17,7 @@ COMMAND_MODULES = [
     "cernvm_build.commands.lock",
     "cernvm_build.commands.attest",
     "cernvm_build.commands.inspect",
+    "cernvm_build.commands.policy",
 ]
 
 

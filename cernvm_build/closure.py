@@ -10,7 +10,7 @@ from __future__ import annotations
 import hashlib
 import re
 import tomllib
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Iterable
 
@@ -79,6 +79,18 @@ class Solver:
 
 
 @dataclass(frozen=True)
+class Delta:
+    """A local closure's difference from its base (policy diverge/rebase): itself part of the lock."""
+
+    base_name: str
+    base_digest: str
+    add: tuple[str, ...] = ()        # shopping-list entries added locally
+    remove: tuple[str, ...] = ()     # base packages removed locally
+    upgrade: tuple[str, ...] = ()    # base packages moved to the newest available version
+    local: tuple[str, ...] = ()      # packages of the local closure not in the base at that version
+
+
+@dataclass(frozen=True)
 class Closure:
     name: str
     flavour: str
@@ -90,7 +102,7 @@ class Closure:
     repositories: tuple[RepositoryRecord, ...]
     packages: tuple[LockedPackage, ...]
     lock_version: int = LOCK_VERSION
-    extra: dict = field(default_factory=dict, compare=False)
+    delta: Delta | None = None
 
     def package(self, name: str) -> LockedPackage | None:
         for p in self.packages:
@@ -175,6 +187,14 @@ def dumps(closure: Closure) -> str:
     _kv(out, "version", c.solver.version)
     _kv(out, "policy", c.solver.policy)
     _kv(out, "weak", c.solver.weak)
+    if c.delta is not None:
+        out += ["", "[delta]"]
+        _kv(out, "base-name", c.delta.base_name)
+        _kv(out, "base-digest", c.delta.base_digest)
+        _kv(out, "add", list(c.delta.add))
+        _kv(out, "remove", sorted(c.delta.remove))
+        _kv(out, "upgrade", sorted(c.delta.upgrade))
+        _kv(out, "local", sorted(c.delta.local))
     for r in c.repositories:
         out += ["", "[[repository]]"]
         _kv(out, "name", r.name)
@@ -259,6 +279,12 @@ def loads(text: str, where: str = "<lock>") -> Closure:
     s = r.get(data, "solver", dict, "top level")
     solver = Solver(r.get(s, "name", str, "solver"), r.get(s, "version", str, "solver", ""),
                     r.get(s, "policy", str, "solver", ""), r.get(s, "weak", bool, "solver", False))
+    delta = None
+    if "delta" in data:
+        t = r.get(data, "delta", dict, "top level")
+        delta = Delta(r.get(t, "base-name", str, "delta"), r.get(t, "base-digest", str, "delta"),
+                      r.strs(t, "add", "delta"), r.strs(t, "remove", "delta"), r.strs(t, "upgrade", "delta"),
+                      r.strs(t, "local", "delta"))
     repos = []
     for i, t in enumerate(r.get(data, "repository", list, "top level", [])):
         ctx = f"repository[{i}]"
@@ -295,7 +321,7 @@ def loads(text: str, where: str = "<lock>") -> Closure:
         name=r.get(data, "name", str, "top level"), flavour=r.get(data, "flavour", str, "top level"),
         arch=r.get(data, "arch", str, "top level"), recipe_digest=r.get(data, "recipe-digest", str, "top level"),
         solver=solver, requests=r.strs(data, "requests", "top level"), roots=r.strs(data, "roots", "top level"),
-        repositories=tuple(repos), packages=tuple(pkgs), lock_version=version)
+        repositories=tuple(repos), packages=tuple(pkgs), lock_version=version, delta=delta)
 
 
 def read_lock(path: str | Path) -> Closure:

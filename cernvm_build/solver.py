@@ -34,6 +34,7 @@ class Request:
     weak: bool = False
     apt_policy: bool = False
     locked: tuple[int, ...] = ()       # solvable ids that must stay (policy: diverge on a base)
+    erase: tuple[str, ...] = ()        # names that must not be in the closure (policy: local removals)
 
 
 def _all_names(pool: "solv.Pool") -> list[str]:
@@ -114,6 +115,8 @@ def solve(u: Universe, req: Request) -> tuple[list["solv.XSolvable"], list["solv
         jobs += sel.jobs(solv.Job.SOLVER_INSTALL)
     for sid in req.locked:
         jobs.append(pool.Job(solv.Job.SOLVER_INSTALL | solv.Job.SOLVER_SOLVABLE, sid))
+    for name in req.erase:
+        jobs += pool.select(name, SEL.SELECTION_NAME).jobs(solv.Job.SOLVER_ERASE)
     solver = pool.Solver()
     solver.set_flag(solv.Solver.SOLVER_FLAG_IGNORE_RECOMMENDED, 0 if req.weak else 1)
     if not req.apt_policy:
@@ -126,7 +129,7 @@ def solve(u: Universe, req: Request) -> tuple[list["solv.XSolvable"], list["solv
             best = pool.best_solvables(sel.solvables())
             if best:
                 requested.append(best[0])
-        chosen = sorted(apt_choices(u, requested, req.weak))
+        chosen = sorted(apt_choices(u, requested, req.weak, [pool.id2solvable(i) for i in req.locked]))
         # apt's marks as install jobs: libsolv proves them consistent and closed; if apt's walk and
         # libsolv disagree (a conflict apt would have resolved later), only favour them instead.
         problems = solver.solve(jobs + [pool.Job(solv.Job.SOLVER_INSTALL | solv.Job.SOLVER_SOLVABLE, sid)
