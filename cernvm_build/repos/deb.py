@@ -208,7 +208,9 @@ def load_deb_repository(repo: Repository, arch: str, cache: Cache, options: Fetc
     archs = release.get("Architectures").split()
     if archs and arch not in archs:
         raise MetadataError(f"{where}: architecture {arch!r} is not among {' '.join(archs)}")
-    no_all = "packages" in release.get("No-Support-for-Architecture-all").lower()
+    # as apt: a separate binary-all index only when the Release lists "all" as an architecture and
+    # does not say its arch-specific indexes already carry the arch-all packages
+    no_all = "all" not in archs or "packages" in release.get("No-Support-for-Architecture-all").lower()
     indexes: list[IndexFile] = []
     paths: list[Path] = []
     for comp in repo.components:
