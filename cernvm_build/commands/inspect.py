@@ -39,6 +39,21 @@ def _graph(args: argparse.Namespace) -> int:
     return 0
 
 
+def _sbom(args: argparse.Namespace) -> int:
+    from ..closure import digest, read_lock
+    from ..fsutil import atomic_write
+    from ..sbom import to_cyclonedx, to_spdx
+
+    c = read_lock(args.lock)
+    d = digest(Path(args.lock).read_bytes())
+    text = to_spdx(c, d) if args.format == "spdx" else to_cyclonedx(c, d)
+    if args.output:
+        atomic_write(args.output, text)
+    else:
+        print(text, end="")
+    return 0
+
+
 def register(sub: "argparse._SubParsersAction") -> None:
     p = sub.add_parser("diff", help="what changed between two locks")
     p.add_argument("old")
@@ -56,3 +71,9 @@ def register(sub: "argparse._SubParsersAction") -> None:
     p.add_argument("lock")
     p.add_argument("--format", choices=["dot"], default="dot")
     p.set_defaults(func=_graph)
+
+    p = sub.add_parser("sbom", help="software bill of materials of a closure (SPDX 2.3 or CycloneDX 1.5 JSON)")
+    p.add_argument("lock")
+    p.add_argument("--format", choices=["spdx", "cyclonedx"], default="spdx")
+    p.add_argument("-o", "--output", help="write here instead of standard output")
+    p.set_defaults(func=_sbom)
