@@ -9,7 +9,6 @@ the middle of a fetch cannot mix two generations of metadata.
 from __future__ import annotations
 
 import bz2
-import email.utils
 import gzip
 import hashlib
 import logging
@@ -18,7 +17,6 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from .. import http
 from ..cache import Cache
 from ..closure import IndexFile, RepositoryRecord
 from ..errors import ChecksumError, MetadataError
@@ -86,6 +84,8 @@ def _check_dates(release: Release, where: str, allow_expired: bool, now: float) 
     valid_until = release.get("Valid-Until")
     if not valid_until:
         return
+    import email.utils
+
     try:
         until = email.utils.parsedate_to_datetime(valid_until).timestamp()
     except (TypeError, ValueError) as exc:
@@ -115,6 +115,8 @@ def _fetch_signed_release(repo: Repository, cache: Cache, options: FetchOptions)
         rel = cache.blob(digest.split("+")[0])
         return f"dists/{repo.suite}/Release", rel.read_bytes(), verify_detached(
             rel, cache.blob(sig_digest), repo.keyring, f"{dists}/Release")
+    from .. import http   # only when something is fetched: keeps warm, offline runs light
+
     try:
         data = http.fetch_bytes(f"{dists}/InRelease")
         digest = sha256_bytes(data)
@@ -157,6 +159,7 @@ def _fetch_index(repo: Repository, release: Release, base: str, cache: Cache,
             return IndexFile(base, key, plain[1] if plain else size), target
         if options.offline:
             raise MetadataError(f"{dists}/{base}{ext}: not in the cache and --offline was given")
+        from .. import http
         if release.get("Acquire-By-Hash").lower() == "yes":
             d = base.rsplit("/", 1)[0]
             url = f"{dists}/{d}/by-hash/SHA256/{sha}"
