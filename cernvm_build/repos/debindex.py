@@ -36,38 +36,22 @@ class DebIndex:
     flags: array      # ESSENTIAL | IMPORTANT | FORCED (apt treats FORCED as both)
     _map: mmap.mmap | None = None
 
-    def dep_fields(self, i: int) -> dict[str, str]:
-        """Only Pre-Depends, Depends and Recommends of the i-th package (the fields apt's walk reads)."""
+    def _chunk(self, i: int) -> bytes:
+        """The raw bytes of the i-th stanza (the file is mapped once, on first use)."""
         if self._map is None:
             with open(self.path, "rb") as f:
                 self._map = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)
         start = self.offset[i]
         end = self._map.find(b"\n\n", start)
-        chunk = self._map[start:end if end >= 0 else len(self._map)]
+        return self._map[start:end if end >= 0 else len(self._map)]
+
+    def dep_fields(self, i: int) -> dict[str, str]:
+        """Only Pre-Depends, Depends and Recommends of the i-th package (the fields apt's walk reads)."""
+        chunk = self._chunk(i)
         out = {}
         for m in _DEP_FIELD.finditer(chunk):
             out[m.group(1).decode()] = m.group(2).decode("utf-8", errors="replace").replace("\n", " ")
         return out
-
-    def stanza(self, i: int) -> dict[str, str]:
-        """The raw control fields of the i-th package (only for the few packages apt's rules visit)."""
-        if self._map is None:
-            with open(self.path, "rb") as f:
-                self._map = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)
-        start = self.offset[i]
-        end = self._map.find(b"\n\n", start)
-        text = self._map[start:end if end >= 0 else len(self._map)].decode("utf-8", errors="replace")
-        fields: dict[str, str] = {}
-        key = ""
-        for line in text.split("\n"):
-            if line[:1] in (" ", "\t"):
-                if key:
-                    fields[key] += " " + line.strip()
-            elif line:
-                k, _, v = line.partition(":")
-                key = k
-                fields[k] = v.strip()
-        return fields
 
 
 def build(packages: Path) -> tuple[DebIndex, list[tuple[str, str, str]]]:
