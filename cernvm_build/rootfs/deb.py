@@ -163,6 +163,17 @@ def _status_stanza(u: Unpacked, root: Path) -> str:
     return "\n".join(lines) + "\n"
 
 
+def _md5sums(root: Path, u: Unpacked) -> bytes:
+    conf = {c.split()[-1] for c in u.control.files.get("conffiles", b"").decode().splitlines() if c.strip()}
+    out = []
+    for rel in u.listing:
+        p = root / rel.lstrip("/")
+        if rel in conf or rel == "/." or p.is_symlink() or not p.is_file():
+            continue
+        out.append(f"{hashlib.md5(p.read_bytes()).hexdigest()}  {rel.lstrip('/')}\n")
+    return "".join(out).encode()
+
+
 def write_dpkg_database(root: Path, units: list[Unpacked]) -> None:
     """status + info/ + triggers/ as dpkg itself would leave them after `dpkg --unpack`."""
     admin = root / "var/lib/dpkg"
@@ -173,11 +184,13 @@ def write_dpkg_database(root: Path, units: list[Unpacked]) -> None:
     stanzas = []
     file_interest: list[str] = []
     named: dict[str, list[str]] = {}
-    activate: set[str] = set()
     for u in sorted(units, key=lambda u: u.pkg.name):
         info = admin / "info"
         (info / f"{u.info_name}.list").write_text("\n".join(u.listing) + "\n")
-        for name, data in sorted(u.control.files.items()):
+        files = dict(u.control.files)
+        if "md5sums" not in files:      # dpkg computes them on unpack when a package ships none
+            files["md5sums"] = _md5sums(root, u)
+        for name, data in sorted(files.items()):
             if name == "control":
                 continue
             p = info / f"{u.info_name}.{name}"
@@ -186,33 +199,24 @@ def write_dpkg_database(root: Path, units: list[Unpacked]) -> None:
         stanzas.append(_status_stanza(u, root))
         for line in u.control.files.get("triggers", b"").decode().splitlines():
             words = line.split("#", 1)[0].split()
-            if len(words) != 2:
+            if len(words) != 2 or not words[0].startswith("interest"):
                 continue
             directive, trig = words
-            if directive.startswith("interest"):
-                who = u.info_name if u.control.multi_arch_same else u.pkg.name
-                who += "/noawait" if directive == "interest-noawait" else ""
-                if trig.startswith("/"):
-                    file_interest.append(f"{trig} {who}")
-                else:
-                    named.setdefault(trig, []).append(who)
-            elif directive.startswith("activate"):
-                activate.add(trig)
+            who = u.info_name + ("/noawait" if directive == "interest-noawait" else "")
+            if trig.startswith("/"):
+                file_interest.append(f"{trig} {who}")
+            else:
+                named.setdefault(trig, []).append(who)
     (admin / "status").write_text("\n".join(stanzas))
+    # Interests as dpkg registers them on unpack. Activations by packages unpacked in the same run
+    # reach only unconfigured packages, which dpkg drops (their postinst configure does the work),
+    # exactly as with `dpkg --install` of the whole set: so Unincorp starts empty.
     trig_dir = admin / "triggers"
     if file_interest:
         (trig_dir / "File").write_text("\n".join(sorted(file_interest)) + "\n")
     for trig, who in named.items():
         (trig_dir / trig).write_text("\n".join(sorted(who)) + "\n")
-    # file triggers fire for any unpacked path under the interest path; explicit ones as declared
-    paths = [ln for u in units for ln in u.listing]
-    for entry in file_interest:
-        trig = entry.split()[0]
-        if any(p == trig or p.startswith(trig.rstrip("/") + "/") for p in paths):
-            activate.add(trig)
-    activate = {t for t in activate if t in named or any(e.split()[0] == t for e in file_interest)}
-    if activate:
-        (trig_dir / "Unincorp").write_text("".join(f"{t} -\n" for t in sorted(activate)))
+    (trig_dir / "Unincorp").write_text("")
     (trig_dir / "Lock").touch()
 
 
