@@ -173,11 +173,14 @@ def _build_deb(closure: Closure, root: Path, files: dict[str, Path], options: Ro
     if merged:
         deb.setup_merged_usr(root, closure.arch)
     tree = SafeTree(root, warn=options.warn)
-    units = []
     for p in order:
         if p.name not in files:
             raise RootfsError(f"package {p.name} {p.evr}: no verified file (fetch it first)")
-        units.append(deb.unpack_deb(tree, files[p.name], p))
+    work = Path(tempfile.mkdtemp(prefix=f".{root.name}.payloads-", dir=root.parent))
+    try:
+        units = deb.unpack_all(tree, order, files, work)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
     if options.mode == "install":
         deb.configure(root, units, sde)
     else:

@@ -102,10 +102,26 @@ def read_control(deb: Path, what: str) -> DebControl:
     return DebControl(files, fields, text)
 
 
-def unpack_deb(tree: SafeTree, deb: Path, pkg: LockedPackage) -> Unpacked:
-    """Control data plus the payload extracted into the tree (dpkg-deb --fsys-tarfile | checked tar)."""
+def payload_tar(deb: Path, out: Path, what: str) -> Path:
+    """The uncompressed data.tar of DEB written to OUT (run ahead in worker threads: xz/zstd
+    decompression is the serial cost of unpacking, and dpkg-deb runs it outside the GIL)."""
+    with open(out, "wb") as f:
+        r = subprocess.run(["dpkg-deb", "--fsys-tarfile", str(deb)], stdout=f, stderr=subprocess.PIPE)
+    if r.returncode:
+        raise RootfsError(f"{what}: dpkg-deb --fsys-tarfile failed: {r.stderr.decode().strip()}")
+    return out
+
+
+def unpack_deb(tree: SafeTree, deb: Path, pkg: LockedPackage, tar: Path | None = None,
+               control: DebControl | None = None) -> Unpacked:
+    """Control data plus the payload extracted into the tree (dpkg-deb --fsys-tarfile | checked tar).
+
+    TAR/CONTROL may be prepared ahead (see payload_tar); otherwise dpkg-deb is piped directly."""
     what = f"{pkg.name} {pkg.evr}"
-    control = read_control(deb, what)
+    control = control or read_control(deb, what)
+    if tar is not None:
+        with open(tar, "rb") as f:
+            return Unpacked(pkg, control, tree.extract(f, what))
     proc = subprocess.Popen(["dpkg-deb", "--fsys-tarfile", str(deb)], stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE)
     try:
@@ -123,6 +139,37 @@ def unpack_deb(tree: SafeTree, deb: Path, pkg: LockedPackage) -> Unpacked:
     if proc.wait():
         raise RootfsError(f"{what}: dpkg-deb --fsys-tarfile failed: {err.strip()}")
     return Unpacked(pkg, control, listing)
+
+
+def unpack_all(tree: SafeTree, order: list[LockedPackage], files: dict[str, Path], workdir: Path,
+               jobs: int | None = None, lookahead: int = 8) -> list[Unpacked]:
+    """Unpack ORDER strictly in sequence while up to LOOKAHEAD later payloads decompress in parallel."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    jobs = jobs or max(1, min(4, os.cpu_count() or 1))
+    workdir.mkdir(parents=True, exist_ok=True)
+
+    def prepare(i: int, p: LockedPackage):
+        what = f"{p.name} {p.evr}"
+        return read_control(files[p.name], what), payload_tar(files[p.name], workdir / f"{i}.tar", what)
+
+    units: list[Unpacked] = []
+    with ThreadPoolExecutor(max_workers=jobs) as pool:
+        futures = {}
+        try:
+            for i, p in enumerate(order):
+                for j in range(i, min(len(order), i + lookahead)):
+                    if j not in futures:
+                        futures[j] = pool.submit(prepare, j, order[j])
+                control, tar = futures.pop(i).result()
+                try:
+                    units.append(unpack_deb(tree, files[p.name], p, tar, control))
+                finally:
+                    tar.unlink(missing_ok=True)
+        finally:
+            for f in futures.values():
+                f.cancel()
+    return units
 
 
 def merged_usr_wanted(packages: list[LockedPackage]) -> bool:
