@@ -65,6 +65,7 @@ def lock_epoch(closure: Closure) -> int:
 
 
 # Paths whose content depends on the host, the time or chance, not on the lock (mmdebstrap, mkosi).
+# Logs are removed when they have content; empty ones (wtmp, btmp, lastlog) stay for their modes.
 REMOVE_GLOBS = (
     "var/log/**/*", "var/cache/apt/*.bin", "var/cache/apt/archives/*.deb", "var/cache/apt/archives/partial/*",
     "var/cache/ldconfig/aux-cache", "var/cache/debconf/*-old", "var/lib/dpkg/*-old",
@@ -86,6 +87,9 @@ def normalize_tree(root: Path, sde: int) -> list[str]:
                 rel = str(p.relative_to(root))
                 # a package-shipped symlink (resolv.conf -> systemd) is content, not a host leak
                 if p.is_symlink() and rel == "etc/resolv.conf":
+                    continue
+                # empty log files made by postinsts (wtmp, btmp, lastlog) carry modes, not history
+                if rel.startswith("var/log/") and not p.is_symlink() and p.stat().st_size == 0:
                     continue
                 p.unlink()
                 removed.append(rel)
