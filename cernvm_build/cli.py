@@ -18,6 +18,7 @@ COMMAND_MODULES = [
     "cernvm_build.commands.attest",
     "cernvm_build.commands.inspect",
     "cernvm_build.commands.policy",
+    "cernvm_build.commands.build",
 ]
 
 

@@ -48,3 +48,22 @@ class ResolveError(CernVMBuildError):
 
 class UnknownPackageError(ResolveError):
     """A shopping-list entry names no package in the repositories."""
+
+
+class PackageChecksumError(FetchError):
+    """A package file's sha256 or size differs from the lock: names the package; the file was refused."""
+
+
+class MissingPackagesError(FetchError):
+    """--offline and some packages are neither in the cache nor in a mirror: lists them."""
+
+    def __init__(self, message: str, missing: list[str] | None = None):
+        super().__init__(message)
+        self.missing = missing or []
+
+    def details(self) -> str:
+        return "\n".join(f"  missing: {m}" for m in self.missing)
+
+
+class RootfsError(CernVMBuildError):
+    """A root tree could not be built safely (unsafe payload member, failed maintainer script, ...)."""

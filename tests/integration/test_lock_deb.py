@@ -159,7 +159,9 @@ def test_unresolvable_request_explains_and_writes_nothing(repo, tmp_path, cache,
 
 def _copy(repo, dest: Path):
     shutil.copytree(repo.root, dest)
-    return type(repo)(dest, f"file://{dest}", repo.suite, repo.keyring, repo.gnupghome, repo.key_fingerprint)
+    from dataclasses import replace
+
+    return replace(repo, root=dest, url=f"file://{dest}")
 
 
 def test_tampered_packages_index_is_refused(repo, tmp_path, cache):

@@ -46,7 +46,7 @@ def test_relock_job(tmp_path):
     res = run(CERNVM_BUILD_PUBKEY=pub)
     assert res.returncode == 0
     report = (tmp_path / "report.md").read_text()
-    assert "| upgraded | `lib` | amd64 | `1.0` | `2.0` |" in report
+    assert "| upgraded | `lib` | all | `1.0` | `2.0` |" in report
     assert run(CERNVM_BUILD_PUBKEY=pub, STRICT="1").returncode == 2
     # a lock edited after signing fails the job
     lock = closures / "demo.lock.toml"

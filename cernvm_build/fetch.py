@@ -1,0 +1,321 @@
+"""Fetch exactly a lock's packages into a content-addressed cache, verified against the lock.
+
+The lock's sha256 is the only trust anchor: a package file enters `<cache>/packages/sha256/xx/<sha>`
+only after its size and sha256 matched, so anything found there later is used without re-reading.
+Sources are tried in order: the cache, local mirrors (a repository-shaped tree, a preservation
+bundle or a flat directory), then the repository URL from the lock (unless --offline). Network
+downloads resume from a partial file with an HTTP Range request, and a short or broken transfer is
+retried from where it stopped.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import logging
+import os
+import shutil
+import sys
+import threading
+import time
+import urllib.error
+import urllib.parse
+import urllib.request
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from http.client import HTTPException
+from pathlib import Path
+from typing import Callable, Iterable
+
+from . import http
+from .cache import default_cache_dir
+from .closure import Closure, LockedPackage
+from .errors import FetchError, MissingPackagesError, PackageChecksumError
+
+log = logging.getLogger(__name__)
+
+CHUNK = 1 << 20
+
+
+@dataclass(frozen=True)
+class PackageStore:
+    """`<root>/packages/sha256/xx/<sha>`: verified package files, named by the lock's digest."""
+
+    root: Path
+
+    @classmethod
+    def at(cls, root: str | Path | None) -> "PackageStore":
+        return cls(Path(root) if root else default_cache_dir())
+
+    def path(self, sha256: str) -> Path:
+        return self.root / "packages" / "sha256" / sha256[:2] / sha256
+
+    def partial(self, sha256: str) -> Path:
+        """Where an interrupted download waits to be resumed (never trusted: re-hashed when complete)."""
+        return self.root / "packages" / "partial" / f"{sha256}.part"
+
+    def has(self, pkg: LockedPackage) -> bool:
+        p = self.path(pkg.sha256)
+        try:
+            return p.stat().st_size == pkg.size
+        except OSError:
+            return False
+
+    def admit(self, tmp: Path, pkg: LockedPackage, source: str) -> Path:
+        """Move TMP into the store if it is exactly the locked file; otherwise delete it and refuse."""
+        try:
+            size = tmp.stat().st_size
+            h = hashlib.sha256()
+            with open(tmp, "rb") as f:
+                while block := f.read(CHUNK):
+                    h.update(block)
+            got = h.hexdigest()
+            if size != pkg.size or got != pkg.sha256:
+                raise PackageChecksumError(
+                    f"package {pkg.name} {pkg.evr} ({pkg.arch}) from {source}: "
+                    + (f"size {size} != {pkg.size} in the lock" if size != pkg.size else
+                       f"sha256 {got} != {pkg.sha256} in the lock")
+                    + "; the file was refused")
+            dest = self.path(pkg.sha256)
+            dest.parent.mkdir(parents=True, exist_ok=True)
+            os.chmod(tmp, 0o644)
+            os.replace(tmp, dest)
+            return dest
+        finally:
+            with contextlib.suppress(FileNotFoundError):
+                tmp.unlink()
+
+    def tmpfile(self, pkg: LockedPackage) -> Path:
+        d = self.root / "packages" / "tmp"
+        d.mkdir(parents=True, exist_ok=True)
+        return d / f"{pkg.sha256}.{os.getpid()}.{threading.get_ident()}"
+
+
+@dataclass
+class FetchReport:
+    """What happened per package: the counts the CLI prints and tests assert on."""
+
+    cached: list[str] = field(default_factory=list)
+    mirrored: list[str] = field(default_factory=list)
+    downloaded: list[str] = field(default_factory=list)
+    missing: list[str] = field(default_factory=list)
+    bytes_transferred: int = 0
+    resumed: list[str] = field(default_factory=list)
+
+    def summary(self) -> str:
+        return (f"{len(self.cached)} cached, {len(self.mirrored)} from mirror, {len(self.downloaded)} "
+                f"downloaded ({self.bytes_transferred / 2**20:.1f} MiB"
+                + (f", {len(self.resumed)} resumed" if self.resumed else "") + ")")
+
+
+def package_url(closure: Closure, pkg: LockedPackage) -> str:
+    repo = closure.repository(pkg.repository)
+    if repo is None:  # read_lock already checks this; kept for closures built in memory
+        raise FetchError(f"package {pkg.name}: repository '{pkg.repository}' is not in the lock")
+    return repo.url.rstrip("/") + "/" + pkg.location.lstrip("/")
+
+
+def mirror_candidates(mirror: Path, pkg: LockedPackage) -> list[Path]:
+    """Where a package may sit in a local mirror: repository layout, bundle layout, flat directory."""
+    loc = pkg.location.lstrip("/")
+    if ".." in Path(loc).parts:
+        return []
+    return [mirror / loc, mirror / "repos" / pkg.repository / loc, mirror / pkg.repository / loc,
+            mirror / Path(loc).name, mirror / "packages" / "sha256" / pkg.sha256[:2] / pkg.sha256]
+
+
+class _Progress:
+    """One self-overwriting stderr line on a terminal; silent otherwise (logs, CI)."""
+
+    def __init__(self, total_files: int, total_bytes: int, enabled: bool | None = None):
+        self.enabled = sys.stderr.isatty() if enabled is None else enabled
+        self.files, self.total_files = 0, total_files
+        self.bytes, self.total_bytes = 0, total_bytes
+        self.lock = threading.Lock()
+        self.last = 0.0
+
+    def add_bytes(self, n: int) -> None:
+        with self.lock:
+            self.bytes += n
+            self._draw()
+
+    def done(self, n_bytes_skipped: int = 0) -> None:
+        with self.lock:
+            self.files += 1
+            self.bytes += n_bytes_skipped
+            self._draw(force=self.files == self.total_files)
+
+    def _draw(self, force: bool = False) -> None:
+        if not self.enabled:
+            return
+        now = time.monotonic()
+        if not force and now - self.last < 0.1:
+            return
+        self.last = now
+        sys.stderr.write(f"\rfetch: {self.files}/{self.total_files} packages, "
+                         f"{self.bytes / 2**20:.1f}/{self.total_bytes / 2**20:.1f} MiB ")
+        if force:
+            sys.stderr.write("\n")
+        sys.stderr.flush()
+
+
+def _copy_from_mirror(src: Path, tmp: Path) -> None:
+    shutil.copyfile(src, tmp)
+
+
+def download_resumable(url: str, partial: Path, expected_size: int, retries: int = 4,
+                       on_bytes: Callable[[int], None] | None = None) -> bool:
+    """Bring PARTIAL up to EXPECTED_SIZE bytes from URL, resuming with Range; True if it resumed.
+
+    The file is not trusted here (the caller hashes it): a server that ignores Range and answers
+    200 simply makes us start over.
+    """
+    partial.parent.mkdir(parents=True, exist_ok=True)
+    resumed = False
+    last: Exception | None = None
+    for attempt in range(retries):
+        have = partial.stat().st_size if partial.exists() else 0
+        if have > expected_size:
+            partial.unlink()
+            have = 0
+        if have == expected_size and expected_size > 0:
+            return resumed
+        headers = {"User-Agent": http.USER_AGENT}
+        if have:
+            headers["Range"] = f"bytes={have}-"
+        try:
+            req = urllib.request.Request(url, headers=headers)
+            with urllib.request.urlopen(req, timeout=http.TIMEOUT) as resp:
+                status = getattr(resp, "status", 200)
+                if have and status == 206:
+                    resumed = True
+                    mode = "ab"
+                else:
+                    mode = "wb"
+                with open(partial, mode) as out:
+                    while block := resp.read(CHUNK):
+                        out.write(block)
+                        if on_bytes:
+                            on_bytes(len(block))
+            size = partial.stat().st_size
+            if size == expected_size:
+                return resumed
+            last = FetchError(f"{url}: transfer ended at {size} of {expected_size} bytes")
+        except urllib.error.HTTPError as exc:
+            if exc.code == 416:           # our partial is not a prefix the server knows: start over
+                partial.unlink(missing_ok=True)
+                last = exc
+            elif exc.code in (404, 410):
+                raise http.NotFound(f"{url}: not found (HTTP {exc.code})") from exc
+            else:
+                last = exc
+        except urllib.error.URLError as exc:
+            if isinstance(exc.reason, FileNotFoundError) or "No such file" in str(exc.reason):
+                raise http.NotFound(f"{url}: not found") from exc
+            last = exc
+        except (OSError, TimeoutError, HTTPException) as exc:
+            last = exc
+        if attempt + 1 < retries:
+            delay = 0.2 * 2 ** attempt
+            log.info("retrying %s in %.1fs after: %s", url, delay, last)
+            time.sleep(delay)
+    raise FetchError(f"{url}: download failed after {retries} attempts: {last}")
+
+
+@dataclass
+class FetchOptions:
+    mirrors: tuple[Path, ...] = ()
+    offline: bool = False
+    jobs: int = 4
+    retries: int = 4
+    progress: bool | None = None        # None: only on a terminal
+
+
+def fetch_closure(closure: Closure, store: PackageStore, options: FetchOptions | None = None,
+                  packages: Iterable[LockedPackage] | None = None) -> FetchReport:
+    """Make every package of CLOSURE present and verified in STORE. Raises after trying all of them."""
+    options = options or FetchOptions()
+    todo = list(packages if packages is not None else closure.packages)
+    report = FetchReport()
+    progress = _Progress(len(todo), sum(p.size for p in todo), options.progress)
+    errors: list[Exception] = []
+    lock = threading.Lock()
+
+    def one(pkg: LockedPackage) -> None:
+        if store.has(pkg):
+            with lock:
+                report.cached.append(pkg.name)
+            progress.done(pkg.size)
+            return
+        for mirror in options.mirrors:
+            for cand in mirror_candidates(Path(mirror), pkg):
+                if cand.is_file():
+                    tmp = store.tmpfile(pkg)
+                    _copy_from_mirror(cand, tmp)
+                    store.admit(tmp, pkg, str(cand))
+                    with lock:
+                        report.mirrored.append(pkg.name)
+                    progress.done(pkg.size)
+                    return
+        if options.offline:
+            with lock:
+                report.missing.append(f"{pkg.name} {pkg.evr} ({pkg.location})")
+            progress.done(0)
+            return
+        url = package_url(closure, pkg)
+        part = store.partial(pkg.sha256)
+        if url.startswith("file://"):
+            src = Path(urllib.parse.unquote(urllib.parse.urlparse(url).path))
+            if not src.is_file():
+                raise http.NotFound(f"{url}: not found")
+            tmp = store.tmpfile(pkg)
+            _copy_from_mirror(src, tmp)
+            store.admit(tmp, pkg, url)
+            n = pkg.size
+        else:
+            before = part.stat().st_size if part.exists() else 0
+            resumed = download_resumable(url, part, pkg.size, options.retries, progress.add_bytes)
+            n = pkg.size - before if resumed else pkg.size
+            store.admit(part, pkg, url)
+            if resumed:
+                with lock:
+                    report.resumed.append(pkg.name)
+        with lock:
+            report.downloaded.append(pkg.name)
+            report.bytes_transferred += n
+        progress.done(0 if not url.startswith("file://") else pkg.size)
+
+    def guarded(pkg: LockedPackage) -> None:
+        try:
+            one(pkg)
+        except (FetchError, OSError) as exc:
+            with lock:
+                errors.append(exc if isinstance(exc, FetchError) else
+                              FetchError(f"package {pkg.name}: {exc}"))
+
+    with ThreadPoolExecutor(max_workers=max(1, options.jobs)) as pool:
+        list(pool.map(guarded, sorted(todo, key=lambda p: -p.size)))
+    if errors:
+        errors.sort(key=str)
+        first = errors[0]
+        if len(errors) == 1:
+            raise first
+        cls = PackageChecksumError if any(isinstance(e, PackageChecksumError) for e in errors) else FetchError
+        raise cls(f"{len(errors)} packages failed; first: {first}")
+    if report.missing:
+        report.missing.sort()
+        raise MissingPackagesError(
+            f"--offline: {len(report.missing)} of {len(todo)} packages are neither in the cache "
+            f"({store.root}) nor in a mirror", report.missing)
+    return report
+
+
+def package_paths(closure: Closure, store: PackageStore) -> dict[str, Path]:
+    """name -> verified file, for packages already in the store (after fetch_closure)."""
+    out = {}
+    for p in closure.packages:
+        if not store.has(p):
+            raise FetchError(f"package {p.name} {p.evr} is not in the package cache {store.root}; "
+                             "run `cernvm-build fetch` first")
+        out[p.name] = store.path(p.sha256)
+    return out
