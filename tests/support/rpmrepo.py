@@ -195,6 +195,40 @@ def createrepo(repo: Path, *extra: str) -> None:
           "--checksum", "sha256", *extra, str(repo)], env={**os.environ, "SOURCE_DATE_EPOCH": REVISION})
 
 
+def recompress_index(repo: Path, kind: str, ext: str) -> Path:
+    """Re-compress one index (KIND: primary, filelists) as .xz, .bz2 or .zst and update repomd.xml.
+
+    createrepo_c 0.17 (Debian 12) cannot write zstd, which Fedora's repositories use, so the
+    fixture does it by hand. repomd.xml must be re-signed afterwards.
+    """
+    import bz2
+    import gzip
+    import hashlib
+    import lzma
+    import re
+
+    repomd = repo / "repodata" / "repomd.xml"
+    text = repomd.read_text()
+    block = re.search(rf'<data type="{kind}">.*?</data>', text, flags=re.S)
+    assert block, kind
+    href = re.search(r'href="([^"]+)"', block.group(0)).group(1)
+    xml = gzip.decompress((repo / href).read_bytes())
+    if ext == ".zst":
+        data = subprocess.run(["zstd", "-q", "-c", "-19"], input=xml, capture_output=True, check=True).stdout
+    else:
+        data = {".xz": lzma.compress, ".bz2": bz2.compress}[ext](xml)
+    digest = hashlib.sha256(data).hexdigest()
+    new_href = f"repodata/{digest}-{kind}.xml{ext}"
+    (repo / href).unlink()
+    (repo / new_href).write_bytes(data)
+    new = re.sub(r'<checksum type="sha256">[0-9a-f]+</checksum>', f'<checksum type="sha256">{digest}</checksum>',
+                 block.group(0))
+    new = new.replace(href, new_href)
+    new = re.sub(r"<size>\d+</size>", f"<size>{len(data)}</size>", new)
+    repomd.write_text(text.replace(block.group(0), new))
+    return repo / new_href
+
+
 @dataclass
 class RpmRepo:
     """The built fixture: repository directory, keyring for recipes, the .rpm files, the signing home."""
