@@ -38,6 +38,7 @@ class Pkg:
     recommends: tuple[str, ...] = ()
     supplements: tuple[str, ...] = ()
     files: tuple[str, ...] = ()          # absolute paths; default /usr/share/NAME/NAME.txt
+    spec: str = ""                       # packages with the same (epoch, version, release, spec) share a spec
 
     @property
     def nevra(self) -> str:
@@ -112,7 +113,7 @@ def _groups(packages: tuple[Pkg, ...]) -> list[list[Pkg]]:
     """Packages sharing (epoch, version, release) become one spec; an arch package leads (rpm's rule)."""
     by: dict[tuple, list[Pkg]] = {}
     for p in packages:
-        by.setdefault((p.epoch, p.version, p.release, p.name if p.name == "libfoo" else ""), []).append(p)
+        by.setdefault((p.epoch, p.version, p.release, p.spec), []).append(p)
     return [sorted(g, key=lambda p: (p.arch == "noarch", p.name)) for _, g in sorted(by.items())]
 
 
@@ -276,11 +277,22 @@ class RpmRepo:
         return path
 
 
-def build_fixture(root: Path) -> RpmRepo:
-    """Build the whole fixture under ROOT (about two seconds)."""
+def synthetic_packages(n: int) -> tuple[Pkg, ...]:
+    """N extra noarch packages with a deterministic web of requires (benchmarks at some scale)."""
+    pkgs = []
+    for i in range(n):
+        reqs = tuple(f"synth-{j:05d}" for j in {i // 2, i // 3, (i * 7) // 11} if j < i)
+        rec = (f"synth-{i // 5:05d}",) if i % 5 == 0 and i // 5 < i else ()
+        pkgs.append(Pkg(f"synth-{i:05d}", version="1.0", release="1", arch="noarch", requires=reqs,
+                        recommends=rec, spec=f"synth{i // 100}"))
+    return tuple(pkgs)
+
+
+def build_fixture(root: Path, extra: tuple[Pkg, ...] = ()) -> RpmRepo:
+    """Build the whole fixture under ROOT (under a second; EXTRA packages join the 1.0-1 spec)."""
     root.mkdir(parents=True, exist_ok=True)
     repo = root / "repo"
-    rpms = build_rpms(root / "build", repo / "Packages")
+    rpms = build_rpms(root / "build", repo / "Packages", PACKAGES + extra)
     shutil.rmtree(root / "build", ignore_errors=True)
     createrepo(repo)
     home = Path(tempfile.mkdtemp(prefix="cvb-gpg-"))   # short path: gpg-agent's socket lives there
