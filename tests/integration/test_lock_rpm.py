@@ -142,6 +142,38 @@ def test_file_path_request_loads_filelists(rpm_repo: RpmRepo, tmp_path: Path) ->
     assert sorted(p.rsplit("-", 1)[-1] for p in paths) == ["filelists.xml.gz", "primary.xml.gz"]
 
 
+def test_lock_over_http_equals_file_url(rpm_repo: RpmRepo, tmp_path: Path) -> None:
+    """The same repository served over HTTP: same packages, same checksums; only the URL differs."""
+    import functools
+    import http.server
+    import threading
+
+    handler = functools.partial(_QuietHandler, directory=str(rpm_repo.repo))
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        url = f"http://127.0.0.1:{server.server_address[1]}"
+        recipe = rpm_repo.recipe(tmp_path / "http.toml", ["app", "mailer"])
+        recipe.write_text(recipe.read_text().replace(f'"{rpm_repo.url}"', f'"{url}"'))
+        proc = cli("lock", recipe, "-o", tmp_path / "http.lock", "--cache", tmp_path / "cache")
+        assert proc.returncode == 0, proc.stderr
+        _, local = lock(rpm_repo, tmp_path, ["app", "mailer"], name="file")
+        over_http, over_file = read_lock(tmp_path / "http.lock"), read_lock(local)
+        assert over_http.repositories[0].url == url
+        assert [(p.name, p.evr, p.sha256) for p in over_http.packages] == \
+               [(p.name, p.evr, p.sha256) for p in over_file.packages]
+        assert over_http.repositories[0].indexes == over_file.repositories[0].indexes
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+class _QuietHandler(__import__("http.server").server.SimpleHTTPRequestHandler):
+    def log_message(self, *args) -> None:
+        pass
+
+
 # ---- metadata trust --------------------------------------------------------------------------------
 
 def _primary(repo: Path) -> Path:
