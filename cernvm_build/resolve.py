@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from .cache import Cache
@@ -30,7 +30,16 @@ def load_universe(recipe: Recipe, options: LockOptions) -> tuple[Universe, list[
                          with_filelists=recipe.flavour == "rpm" and any(
                              p.name.startswith("/") for p in recipe.packages))
     loaded = [load_repository(recipe, repo, cache, fetch) for repo in recipe.repositories]
-    return open_universe(recipe.flavour, recipe.arch, loaded, cache), loaded
+    u = open_universe(recipe.flavour, recipe.arch, loaded, cache)
+    if recipe.flavour == "rpm" and not fetch.with_filelists and u.unprovided_files:
+        # dnf (4) always reads filelists; we read them only when primary.xml leaves a file
+        # dependency without provider (they are large), which gives dnf's answer at primary's cost.
+        log.info("file dependencies outside primary.xml (%s): loading filelists",
+                 ", ".join(u.unprovided_files[:3]))
+        fetch = replace(fetch, with_filelists=True)
+        loaded = [load_repository(recipe, repo, cache, fetch) for repo in recipe.repositories]
+        u = open_universe(recipe.flavour, recipe.arch, loaded, cache)
+    return u, loaded
 
 
 def resolve(recipe: Recipe, options: LockOptions = LockOptions()) -> Closure:

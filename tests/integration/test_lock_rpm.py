@@ -76,10 +76,12 @@ def test_lock_pins_exact_versions_checksums_and_graph(rpm_repo: RpmRepo, tmp_pat
     assert r.metadata_sha256 == sha256sum(rpm_repo.repo / "repodata/repomd.xml")
     assert r.revision == "1700000000" and r.date == "Tue, 14 Nov 2023 22:13:20 GMT"
     assert r.key_fingerprints == (rpm_repo.gpg.fingerprints["main"],)
-    [idx] = r.indexes
-    assert re.fullmatch(r"repodata/[0-9a-f]{64}-primary\.xml\.gz", idx.path)
-    assert idx.sha256 == sha256sum(rpm_repo.repo / idx.path)
-    assert idx.size == (rpm_repo.repo / idx.path).stat().st_size
+    # filelists too: the fixture's optuser has a file dependency primary.xml cannot answer
+    assert sorted(re.fullmatch(r"repodata/[0-9a-f]{64}-(\w+)\.xml\.gz", i.path).group(1)
+                  for i in r.indexes) == ["filelists", "primary"]
+    for idx in r.indexes:
+        assert idx.sha256 == sha256sum(rpm_repo.repo / idx.path)
+        assert idx.size == (rpm_repo.repo / idx.path).stat().st_size
 
 
 def test_lock_is_byte_identical_across_runs_and_caches(rpm_repo: RpmRepo, tmp_path: Path) -> None:
@@ -172,6 +174,27 @@ def test_lock_over_http_equals_file_url(rpm_repo: RpmRepo, tmp_path: Path) -> No
 class _QuietHandler(__import__("http.server").server.SimpleHTTPRequestHandler):
     def log_message(self, *args) -> None:
         pass
+
+
+def test_file_dependency_outside_primary_loads_filelists(rpm_repo: RpmRepo, tmp_path: Path) -> None:
+    """primary.xml lists only */bin/* and /etc/* files; dnf reads filelists for the rest, and so do we."""
+    proc, out = lock(rpm_repo, tmp_path, ["optuser"])
+    assert proc.returncode == 0, proc.stderr
+    closure = read_lock(out)
+    assert nevras(out) == {"optuser-1.0-1.noarch", "optdata-1.0-1.noarch"}
+    assert closure.package("optuser").depends == ("optdata",)
+    assert sorted(i.path.rsplit("-", 1)[1] for i in closure.repositories[0].indexes) == [
+        "filelists.xml.gz", "primary.xml.gz"]
+    # without such a dependency anywhere in the repository, primary.xml alone is read
+    repo = rpm_repo.copy(tmp_path / "repo")
+    (repo / "Packages/optuser-1.0-1.noarch.rpm").unlink()
+    shutil.rmtree(repo / "repodata")
+    createrepo(repo)
+    rpm_repo.resign(repo)
+    proc, plain = lock(rpm_repo, tmp_path, ["app"], name="plain", repo=repo)
+    assert proc.returncode == 0, proc.stderr
+    [idx] = read_lock(plain).repositories[0].indexes
+    assert idx.path.endswith("-primary.xml.gz")
 
 
 # ---- metadata trust --------------------------------------------------------------------------------
@@ -299,6 +322,7 @@ DNF_CASES = [
     (["legacy"], {}),                       # forces the older of two versions
     (["libfoo"], {}),
     (["/usr/bin/foo", "mta"], {}),          # a file path and a virtual name as requests
+    (["optuser"], {}),                      # a file dependency only filelists.xml can satisfy
     (["app-extras", "app"], {}),
     (["app"], {"exclude": ("postfix-lite", "bzip-lite")}),
     (["app", "legacy"], {}),                # unresolvable for both

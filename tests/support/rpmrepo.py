@@ -70,6 +70,8 @@ PACKAGES: tuple[Pkg, ...] = (
     Pkg("mailer", arch="noarch", requires=("mta",), recommends=("sendmail-lite",)),  # weak dep picks provider
     Pkg("uses-bzip", arch="noarch", requires=("bzip-lite",)),           # rich dep met by a chosen package
     Pkg("toolbox", arch="noarch", requires=("/usr/bin/foo", "oldtool")),
+    Pkg("optdata", arch="noarch", files=("/opt/optdata/data.txt",)),   # a file primary.xml does not list
+    Pkg("optuser", arch="noarch", requires=("/opt/optdata/data.txt",)),  # ... needed: filelists
 )
 
 
