@@ -2,7 +2,9 @@
 
 One install job per shopping-list entry; excludes and pins narrow the considered packages; weak
 dependencies follow the recipe. For Debian, apt's choices (aptpolicy) become favour jobs, so the
-closure equals apt's own resolution while libsolv remains the judge of consistency.
+closure equals apt's own resolution while libsolv remains the judge of consistency. For rpm, the one
+rule of dnf's that plain libsolv jobs lack is added: a plain-name entry also accepts the packages
+that obsolete it (see _dnf_obsoleters); otherwise dnf and libsolv agree (tests/integration).
 """
 
 from __future__ import annotations
