@@ -67,9 +67,10 @@ def _solve_on(u: Universe, loaded, recipe: Recipe, base: Closure, base_digest: s
               options: LockOptions) -> Closure:
     ids = locate(u, base, set(delta.remove) | set(delta.upgrade))
     specs = tuple(PackageSpec.parse(a, "add") for a in delta.add) + tuple(PackageSpec(n) for n in delta.upgrade)
-    policy = options.policy if options.policy != "auto" else ("apt" if recipe.flavour == "deb" else "libsolv")
+    policy = options.policy if options.policy != "auto" else ("apt" if recipe.flavour == "deb" else "dnf")
     req = Request(specs=specs, exclude=recipe.exclude, pin=recipe.pin, weak=recipe.weak,
-                  apt_policy=policy == "apt", locked=tuple(sorted(ids.values())), erase=tuple(delta.remove))
+                  apt_policy=policy == "apt", dnf_policy=policy == "dnf", locked=tuple(sorted(ids.values())),
+                  erase=tuple(delta.remove))
     closure, roots = solve(u, req)
     c = to_closure(recipe, u, loaded, closure, roots, recipe.weak, policy)
     names = {p.name for p in c.packages}

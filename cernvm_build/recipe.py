@@ -19,9 +19,10 @@ from .errors import RecipeError
 FLAVOURS = ("deb", "rpm")
 DEB_PRIORITIES = ("required", "important", "standard", "optional", "extra")
 
-# "name", "name (>= 1.0)", "name >= 1.0", "name=1.0" (deb and rpm operators alike)
+# "name", "name (>= 1.0)", "name >= 1.0", "name=1.0" (deb and rpm operators alike); for rpm also an
+# absolute file path ("/usr/bin/foo"), which dnf accepts and which makes the lock load filelists
 _SPEC = re.compile(
-    r"^\s*(?P<name>[A-Za-z0-9_+][A-Za-z0-9_+.:@~-]*)"
+    r"^\s*(?P<name>/[^\s()<>=]+|[A-Za-z0-9_+][A-Za-z0-9_+.:@~-]*)"
     r"(?:\s*\(?\s*(?P<op><<|>>|<=|>=|==|=|<|>)\s*(?P<version>[^\s()]+)\s*\)?)?\s*$"
 )
 _OPS = {"<<": "<", ">>": ">", "==": "=", "=": "=", "<": "<", ">": ">", "<=": "<=", ">=": ">="}

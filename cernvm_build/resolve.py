@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from .cache import Cache
@@ -21,7 +21,7 @@ class LockOptions:
     cache_dir: str | Path | None = None
     offline: bool = False
     allow_expired: bool = False
-    policy: str = "auto"          # "auto": apt's choices for deb, libsolv's for rpm; or "apt" / "libsolv"
+    policy: str = "auto"          # "auto": apt's choices for deb, dnf's for rpm; or "apt" / "dnf" / "libsolv"
 
 
 def load_universe(recipe: Recipe, options: LockOptions) -> tuple[Universe, list[LoadedRepo]]:
@@ -30,7 +30,16 @@ def load_universe(recipe: Recipe, options: LockOptions) -> tuple[Universe, list[
                          with_filelists=recipe.flavour == "rpm" and any(
                              p.name.startswith("/") for p in recipe.packages))
     loaded = [load_repository(recipe, repo, cache, fetch) for repo in recipe.repositories]
-    return open_universe(recipe.flavour, recipe.arch, loaded, cache), loaded
+    u = open_universe(recipe.flavour, recipe.arch, loaded, cache)
+    if recipe.flavour == "rpm" and not fetch.with_filelists and u.unprovided_files:
+        # dnf (4) always reads filelists; we read them only when primary.xml leaves a file
+        # dependency without provider (they are large), which gives dnf's answer at primary's cost.
+        log.info("file dependencies outside primary.xml (%s): loading filelists",
+                 ", ".join(u.unprovided_files[:3]))
+        fetch = replace(fetch, with_filelists=True)
+        loaded = [load_repository(recipe, repo, cache, fetch) for repo in recipe.repositories]
+        u = open_universe(recipe.flavour, recipe.arch, loaded, cache)
+    return u, loaded
 
 
 def resolve(recipe: Recipe, options: LockOptions = LockOptions()) -> Closure:
@@ -38,14 +47,14 @@ def resolve(recipe: Recipe, options: LockOptions = LockOptions()) -> Closure:
     u, loaded = load_universe(recipe, options)
     policy = options.policy
     if policy == "auto":
-        policy = "apt" if recipe.flavour == "deb" else "libsolv"
+        policy = "apt" if recipe.flavour == "deb" else "dnf"
     specs = list(recipe.packages)
     if recipe.flavour == "deb" and (recipe.essential or recipe.priorities):
         base = debian_base_specs(u, recipe.essential, recipe.priorities)
         have = {s.name for s in specs}
         specs = [s for s in base if s.name not in have] + specs
     req = Request(specs=tuple(specs), exclude=recipe.exclude, pin=recipe.pin, weak=recipe.weak,
-                  apt_policy=policy == "apt")
+                  apt_policy=policy == "apt", dnf_policy=policy == "dnf")
     closure, roots = solve(u, req)
     return to_closure(recipe, u, loaded, closure, roots, recipe.weak, policy)
 

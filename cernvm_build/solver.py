@@ -2,7 +2,9 @@
 
 One install job per shopping-list entry; excludes and pins narrow the considered packages; weak
 dependencies follow the recipe. For Debian, apt's choices (aptpolicy) become favour jobs, so the
-closure equals apt's own resolution while libsolv remains the judge of consistency.
+closure equals apt's own resolution while libsolv remains the judge of consistency. For rpm, the one
+rule of dnf's that plain libsolv jobs lack is added: a plain-name entry also accepts the packages
+that obsolete it (see _dnf_obsoleters); otherwise dnf and libsolv agree (tests/integration).
 """
 
 from __future__ import annotations
@@ -32,7 +34,8 @@ class Request:
     exclude: tuple[str, ...] = ()
     pin: tuple[tuple[str, str], ...] = ()
     weak: bool = False
-    apt_policy: bool = False
+    apt_policy: bool = False           # Debian: apt's choices (aptpolicy)
+    dnf_policy: bool = False           # rpm: dnf's obsoleters-as-alternatives for plain names
     locked: tuple[int, ...] = ()       # solvable ids that must stay (policy: diverge on a base)
     erase: tuple[str, ...] = ()        # names that must not be in the closure (policy: local removals)
 
@@ -111,8 +114,18 @@ def solve(u: Universe, req: Request) -> tuple[list["solv.XSolvable"], list["solv
         pool.set_considered_list(considered)
     selections = [(spec, _select(u, spec)) for spec in req.specs]
     jobs = []
-    for _, sel in selections:
-        jobs += sel.jobs(solv.Job.SOLVER_INSTALL)
+    candidates: list[list[int]] = []       # per entry: the solvables that would satisfy it (for roots)
+    dnf_like = u.flavour == "rpm" and req.dnf_policy
+    obsoletes = _obsoletes_by_name(u, considered) if dnf_like else {}
+    for spec, sel in selections:
+        ids = [s.id for s in sel.solvables()]
+        extra = _dnf_obsoleters(u, spec, ids, obsoletes) if obsoletes else []
+        if extra:
+            jobs.append(pool.Job(solv.Job.SOLVER_INSTALL | solv.Job.SOLVER_SOLVABLE_ONE_OF,
+                                 pool.towhatprovides(ids + extra)))
+        else:
+            jobs += sel.jobs(solv.Job.SOLVER_INSTALL)
+        candidates.append(ids + extra)
     for sid in req.locked:
         jobs.append(pool.Job(solv.Job.SOLVER_INSTALL | solv.Job.SOLVER_SOLVABLE, sid))
     for name in req.erase:
@@ -146,10 +159,42 @@ def solve(u: Universe, req: Request) -> tuple[list["solv.XSolvable"], list["solv
     closure = sorted(trans.newsolvables(), key=lambda s: (s.name, s.arch, s.evr))
     in_closure = {s.id for s in closure}
     roots = []
-    for _, sel in selections:
-        chosen = [s for s in sel.solvables() if s.id in in_closure]
+    for ids in candidates:
+        chosen = [pool.id2solvable(sid) for sid in ids if sid in in_closure]
         roots += chosen[:1]
     return closure, roots
+
+
+def _obsoletes_by_name(u: Universe, considered: list[int] | None) -> dict[str, list[tuple[int, int]]]:
+    """Every Obsoletes of the considered packages, by the name it obsoletes: (solvable id, dep id)."""
+    allowed = set(considered) if considered is not None else None
+    index: dict[str, list[tuple[int, int]]] = {}
+    for d in u.pool.Dataiterator(solv.SOLVABLE_OBSOLETES, None, 0):
+        if allowed is None or d.solvid in allowed:
+            index.setdefault(u.pool.dep2str(d.id).split(" ", 1)[0], []).append((d.solvid, d.id))
+    return index
+
+
+def _dnf_obsoleters(u: Universe, spec: PackageSpec, targets: list[int],
+                    obsoletes: dict[str, list[tuple[int, int]]]) -> list[int]:
+    """Packages that obsolete what a plain-name entry names: dnf offers them as alternatives.
+
+    `dnf install NAME` (dnf.Base.install -> hawkey Subject._get_best_selectors, with the default
+    obsoletes=True) turns a request that is just a package name into ONE selector over the packages
+    of that name *plus every package whose Obsoletes matches one of them* (matched on name and EVR,
+    as rpm does, not on provides); libsolv then prefers the obsoleting package. Plain libsolv with a
+    name job would install the obsoleted package instead, so for the rpm flavour the same candidate
+    set becomes one SOLVER_SOLVABLE_ONE_OF job. Only entries without a version or arch qualifier.
+    """
+    if spec.op or spec.name not in obsoletes:
+        return []
+    pool = u.pool
+    if pool.select(spec.name, SEL.SELECTION_NAME).isempty():
+        return []                            # matched through provides or name.arch: dnf adds nothing
+    wanted = set(targets)
+    extra = {sid for sid, dep in obsoletes[spec.name] if sid not in wanted
+             and any(pool.id2solvable(t).matchesdep(solv.SOLVABLE_NAME, dep) for t in targets)}
+    return sorted(extra)
 
 
 def to_closure(recipe: Recipe, u: Universe, loaded: list[LoadedRepo], closure: list, roots: list,

@@ -53,6 +53,7 @@ class Universe:
     flavour: str
     arch: str
     parts: list[RepoPart] = field(default_factory=list)
+    unprovided_files: list[str] = field(default_factory=list)   # file dependencies nothing provides
     _by_repo_id: dict[int, RepoPart] = field(default_factory=dict)
 
     def part_of(self, s: "solv.XSolvable") -> RepoPart:
@@ -166,6 +167,9 @@ def open_universe(flavour: str, arch: str, loaded: list[LoadedRepo], cache: Cach
             u.parts.append(_add_rpmmd_part(u, lr, cache))
     for part in u.parts:
         u._by_repo_id[part.solv_repo.id] = part
-    u.pool.addfileprovides()
+    needed = u.pool.addfileprovides_queue()
     u.pool.createwhatprovides()
+    # rpm-md primary.xml lists only files under */bin/ and /etc/: a dependency on another path has
+    # no provider until filelists are loaded (resolve.load_universe decides on that).
+    u.unprovided_files = sorted(u.pool.id2str(i) for i in needed if not u.pool.whatprovides(i))
     return u

@@ -63,8 +63,8 @@ def register(sub: "argparse._SubParsersAction") -> None:
     p.add_argument("--offline", action="store_true", help="use only cached (still verified) metadata")
     p.add_argument("--allow-expired", action="store_true",
                    help="accept Release files past Valid-Until (historic snapshots); logged")
-    p.add_argument("--policy", choices=["auto", "apt", "libsolv"], default="auto",
-                   help="how to break ties: apt's choices (Debian default) or libsolv's own")
+    p.add_argument("--policy", choices=["auto", "apt", "dnf", "libsolv"], default="auto",
+                   help="whose choices to follow: apt's (Debian default), dnf's (rpm default) or plain libsolv's")
     p.add_argument("--check", metavar="LOCK", help="exit non-zero if re-resolving differs from LOCK; write nothing")
     p.add_argument("-q", "--quiet", action="store_true")
     p.set_defaults(func=_lock)
