@@ -15,6 +15,7 @@ from .errors import CernVMBuildError
 # Modules that define `register(subparsers)`; imported lazily only to build the parser.
 COMMAND_MODULES = [
     "cernvm_build.commands.lock",
+    "cernvm_build.commands.cvmfs",
 ]
 
 

@@ -48,3 +48,25 @@ class ResolveError(CernVMBuildError):
 
 class UnknownPackageError(ResolveError):
     """A shopping-list entry names no package in the repositories."""
+
+
+class CvmfsError(CernVMBuildError):
+    """A CernVM-FS repository could not be written or read (names the repository and the object)."""
+
+
+class CvmfsIntegrityError(CvmfsError, ChecksumError):
+    """An object, catalog or manifest is missing, corrupted or inconsistent."""
+
+
+class CvmfsSignatureError(CvmfsError, SignatureError):
+    """The manifest or whitelist signature does not verify, or the certificate is not whitelisted."""
+
+
+class CvmfsWhitelistExpired(CvmfsSignatureError):
+    """The repository whitelist has expired (readers accept it only when explicitly asked to)."""
+
+
+class CvmfsBusyError(CvmfsError):
+    """Another publisher holds the repository's transaction lock."""
+
+    exit_code = 3
