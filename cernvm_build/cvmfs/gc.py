@@ -68,8 +68,9 @@ def collect_garbage(repo: str | os.PathLike, keydir: str | os.PathLike, keep: li
                 store = obj.ObjectStore(repo)
                 manifest = _commit(repo, store, keys, manifest.root_catalog, manifest.root_catalog_size or 0,
                                    manifest.revision, kept, manifest.history, _now(), manifest.ttl, durable=True)
-            for h, suffix in ((manifest.certificate, obj.SUFFIX_CERTIFICATE),
-                              (manifest.history, obj.SUFFIX_HISTORY), (manifest.metainfo, obj.SUFFIX_METAINFO),
+            # a dry run that drops tags reports the current history as garbage: the real run replaces it
+            history = None if (dry_run and result.removed_tags) else manifest.history
+            for h, suffix in ((manifest.certificate, obj.SUFFIX_CERTIFICATE), (history, obj.SUFFIX_HISTORY), (manifest.metainfo, obj.SUFFIX_METAINFO),
                               (obj.EMPTY_HASH, obj.SUFFIX_NONE)):
                 if h:
                     live.add((h, suffix))

@@ -449,7 +449,7 @@ def _store_contents(root: Node, store: obj.ObjectStore, prev_files: dict[str, En
             m.content = content
 
     jobs = sorted(todo.values(), key=lambda ns: -ns[0].size)  # big files first: better load balance
-    result.files_read = sum(len(ns) for ns in jobs)
+    result.files_read = sum(len(ns) for ns in jobs if ns[0].data is None)  # virtual files are not reads
     if workers <= 1:
         for ns in jobs:
             work(ns)
