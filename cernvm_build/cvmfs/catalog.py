@@ -8,6 +8,7 @@ subtree free: its catalog is recognised and its previous object reused.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import os
 import sqlite3
@@ -63,6 +64,7 @@ _SCHEMA_SQL = [
 ]
 
 
+@functools.lru_cache(maxsize=1 << 18)
 def md5_pair(path: str) -> tuple[int, int]:
     """Split MD5 of an absolute repository path into the two signed little-endian int64 columns."""
     return struct.unpack("<qq", hashlib.md5(path.encode("utf-8", "surrogateescape")).digest())
@@ -298,13 +300,18 @@ class CatalogReader:
         return int(self.properties.get("schema_revision", 0))
 
     def _entry(self, row: tuple, path: str) -> Entry:
+        e = self._entry_only(row, path)
+        if e.is_chunked:
+            e.chunks = self.chunks(path)
+        return e
+
+    @staticmethod
+    def _entry_only(row: tuple, path: str) -> Entry:
         (_, _, _, _, hardlinks, raw, size, mode, mtime, mtimens, flags, name, symlink, uid, gid, xattr) = row
         hardlinks = hardlinks or 0
         e = Entry(path=path, mode=mode, size=size or 0, mtime=mtime or 0, flags=flags, uid=uid or 0,
                   gid=gid or 0, hash=raw.hex() if raw else None, symlink=symlink or "", mtimens=mtimens,
                   hardlink_group=hardlinks >> 32, linkcount=hardlinks & 0xFFFFFFFF, xattr=xattr)
-        if e.is_chunked:
-            e.chunks = self.chunks(path)
         return e
 
     def lookup(self, path: str) -> Entry | None:
@@ -341,19 +348,47 @@ class CatalogReader:
             return {}
 
     def all_entries(self) -> list[Entry]:
-        """Every row with its full path, reconstructed by walking from the catalog's root entry."""
-        root = self.lookup(self.root_prefix)
-        if root is None:
+        """Every row with its full path (root entry first), in one table scan.
+
+        Paths are rebuilt from the parent hashes, so rows that cannot be reached from the catalog's root
+        entry are left out (the verifier compares the count with row_count()).
+        """
+        rootkey = md5_pair(self.root_prefix)
+        rows = {(r[0], r[1]): r for r in self.db.execute(f"SELECT {self._select} FROM catalog")}
+        if rootkey not in rows:
             raise CvmfsIntegrityError(f"{self.what} has no root entry for {self.root_prefix or '/'}")
-        out, stack = [root], [root]
-        while stack:
-            d = stack.pop()
-            if d.is_nested_mountpoint and d.path != self.root_prefix:
+        chunks: dict[tuple[int, int], list[Chunk]] = {}
+        for p1, p2, o, sz, h in self.db.execute(
+                "SELECT md5path_1, md5path_2, offset, size, hash FROM chunks ORDER BY offset"):
+            chunks.setdefault((p1, p2), []).append(Chunk(o, sz, h.hex()))
+        paths: dict[tuple[int, int], str | None] = {rootkey: self.root_prefix}
+
+        def path_of(key: tuple[int, int]) -> str | None:
+            trail = []
+            while key not in paths:
+                row = rows.get(key)
+                if row is None or len(trail) > len(rows):
+                    for k in trail:
+                        paths[k] = None
+                    return None
+                trail.append(key)
+                key = (row[2], row[3])
+            base = paths[key]
+            for k in reversed(trail):
+                base = None if base is None else f"{base}/{rows[k][11]}"
+                paths[k] = base
+            return paths[trail[0]] if trail else base
+
+        out = []
+        for key, row in rows.items():
+            path = path_of(key)
+            if path is None:
                 continue
-            for e in self.listing(d.path):
-                out.append(e)
-                if e.is_dir:
-                    stack.append(e)
+            e = self._entry_only(row, path)
+            if e.is_chunked:
+                e.chunks = tuple(chunks.get(key, ()))
+            out.append(e)
+        out.sort(key=lambda e: (e.path != self.root_prefix, e.path.encode("utf-8", "surrogateescape")))
         return out
 
     def row_count(self) -> int:

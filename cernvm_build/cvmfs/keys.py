@@ -40,13 +40,28 @@ def check_outside(keydir: Path, repo: Path) -> None:
 
 @dataclass
 class RepoKeys:
-    """The four key files of one repository; master_key is None when kept offline."""
+    """The four key files of one repository; master_key is None when kept offline.
+
+    The master key is loaded only when used (whitelist signing): loading validates the RSA key,
+    which costs tens of milliseconds that a republish should not pay.
+    """
 
     fqrn: str
     repo_key: rsa.RSAPrivateKey
     certificate: x509.Certificate
     master_public: rsa.RSAPublicKey
-    master_key: rsa.RSAPrivateKey | None
+    _master_key: rsa.RSAPrivateKey | None = None
+    master_key_path: Path | None = None
+
+    @property
+    def master_key(self) -> rsa.RSAPrivateKey | None:
+        if self._master_key is None and self.master_key_path is not None:
+            self._master_key = load_private_key(self.master_key_path)
+        return self._master_key
+
+    @property
+    def has_master_key(self) -> bool:
+        return self._master_key is not None or self.master_key_path is not None
 
     @property
     def certificate_pem(self) -> bytes:
@@ -94,7 +109,7 @@ def create_keys(keydir: Path, fqrn: str, now: int) -> RepoKeys:
     atomic_write(paths["pub"], master.public_key().public_bytes(
         serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo), mode=0o644)
     atomic_write(paths["crt"], cert.public_bytes(serialization.Encoding.PEM), mode=0o644)
-    return RepoKeys(fqrn, repo_key, cert, master.public_key(), master)
+    return RepoKeys(fqrn, repo_key, cert, master.public_key(), master, paths["masterkey"])
 
 
 def _read(path: Path) -> bytes:
@@ -137,14 +152,19 @@ def load_keys(keydir: Path, fqrn: str, need_master: bool = False) -> RepoKeys:
         raise CvmfsError(f"{paths['crt']} is not a PEM certificate") from exc
     if cert.public_key().public_numbers() != repo_key.public_key().public_numbers():
         raise CvmfsError(f"{paths['crt']} does not belong to {paths['key']}")
-    master = load_private_key(paths["masterkey"]) if paths["masterkey"].exists() else None
-    if master is None and need_master:
+    master_path = paths["masterkey"] if paths["masterkey"].exists() else None
+    if master_path is None and need_master:
         raise CvmfsError(f"master key {paths['masterkey']} is missing (needed to sign the whitelist)")
-    master_pub = master.public_key() if master else load_public_key(paths["pub"])
+    if paths["pub"].exists():
+        master_pub = load_public_key(paths["pub"])
+    elif master_path is not None:
+        master_pub = load_private_key(master_path).public_key()
+    else:
+        raise CvmfsError(f"neither {paths['pub']} nor {paths['masterkey']} exists in {keydir}")
     for p in (paths["key"], paths["masterkey"]):
         if p.exists() and os.stat(p).st_mode & 0o077:
             os.chmod(p, 0o600)
-    return RepoKeys(fqrn, repo_key, cert, master_pub, master)
+    return RepoKeys(fqrn, repo_key, cert, master_pub, None, master_path)
 
 
 def find_fqrn(keydir: Path) -> str | None:

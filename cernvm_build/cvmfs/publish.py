@@ -77,6 +77,7 @@ class PublishResult:
     entries: int = 0
     seconds: float = 0.0
     whitelist_renewed: bool = False
+    phases: dict[str, float] = field(default_factory=dict)  # seconds per stage, for benchmarks and -v
 
 
 def _now() -> int:
@@ -315,8 +316,10 @@ def load_state(repo: Path) -> PrevState:
         for info in r.catalogs():
             entries = info.reader.all_entries()
             nested = info.reader.nested()
+            # the root catalog is rewritten on every publish: only nested ones need a content digest
+            digest = content_digest(entries, nested) if info.path else ""
             state.catalogs[info.path] = PrevCatalog(
-                info.hash, info.reader.file_size, info.reader.revision, content_digest(entries, nested),
+                info.hash, info.reader.file_size, info.reader.revision, digest,
                 Counters.from_rows(info.reader.statistics()))
             for e in entries:
                 if e.is_regular:
@@ -395,9 +398,8 @@ class _CatalogBuilder:
         counters.self_["nested"] = len(nested)
         self.result.catalogs += 1
         self.result.entries += len(entries)
-        digest = content_digest(entries, nested)
         prev = self.prev.get(top.path)
-        if top.path and prev is not None and prev.digest == digest:
+        if top.path and prev is not None and prev.digest == content_digest(entries, nested):
             return prev.hash, prev.size, prev.counters
         props = {"schema": SCHEMA, "schema_revision": str(SCHEMA_REVISION), "last_modified": str(self.now)}
         if top.path:
@@ -556,6 +558,14 @@ def publish(tree: str | os.PathLike, repo: str | os.PathLike, keydir: str | os.P
         except OSError as exc:
             raise CvmfsError(f"cannot read lock file {opts.lock_file}: {exc.strerror}") from exc
     with repository_lock(repo, opts.wait):
+        mark = time.monotonic()
+
+        def phase(name: str) -> None:
+            nonlocal mark
+            now_m = time.monotonic()
+            result.phases[name] = now_m - mark
+            mark = now_m
+
         prev = load_state(repo)
         fqrn = prev.manifest.fqrn
         keys = load_keys(keydir, fqrn)
@@ -565,6 +575,7 @@ def publish(tree: str | os.PathLike, repo: str | os.PathLike, keydir: str | os.P
         description = lock_description(opts.description, lock_data) if lock_data is not None else opts.description
         revision = prev.manifest.revision + 1
         result = PublishResult(fqrn, revision, "", 0, tag)
+        phase("load previous revision")
 
         wl_raw = None
         with contextlib.suppress(CvmfsError):
@@ -573,7 +584,7 @@ def publish(tree: str | os.PathLike, repo: str | os.PathLike, keydir: str | os.P
         fp = certificate_fingerprint(keys.certificate)
         renew = (whitelist is None or fp not in whitelist.fingerprints
                  or whitelist.expires - time.time() < opts.renew_whitelist_days * 86400)
-        if renew and keys.master_key is None and (whitelist is None or fp not in whitelist.fingerprints):
+        if renew and not keys.has_master_key and (whitelist is None or fp not in whitelist.fingerprints):
             raise CvmfsError(f"the certificate in {keydir} is not on the repository whitelist and the master key "
                              "is absent; re-sign with 'cvmfs resign'")
 
@@ -581,14 +592,17 @@ def publish(tree: str | os.PathLike, repo: str | os.PathLike, keydir: str | os.P
         if lock_data is not None:
             add_lock_file(root, lock_data, source_date_epoch(default=int(os.stat(opts.lock_file).st_mtime)))
         partition(root, opts.max_catalog_entries, opts.min_catalog_entries)
+        phase("scan tree")
         store = obj.ObjectStore(repo, level=opts.compression_level, chunk_size=opts.chunk_size)
         store.put(b"")
         _store_contents(root, store, prev.files, opts.workers or os.cpu_count() or 1, result)
+        phase("store file objects")
         _fault("objects")
         builder = _CatalogBuilder(store, prev.catalogs, now, revision, opts.ttl, result)
         root_hash, root_size, _ = builder.build(root)
+        phase("write catalogs")
         tags = advance(prev.tags, Tag(tag, root_hash, revision, now, description, root_size))
-        if renew and keys.master_key is not None:
+        if renew and keys.has_master_key:
             _write_whitelist(repo, keys, opts.whitelist_days)
             result.whitelist_renewed = True
         elif renew:
@@ -596,6 +610,8 @@ def publish(tree: str | os.PathLike, repo: str | os.PathLike, keydir: str | os.P
                         fqrn, whitelist.expires_text if whitelist else "?", keydir)
         _commit(repo, store, keys, root_hash, root_size, revision, tags, prev.manifest.history, now, opts.ttl,
                 opts.durable)
+        phase("commit (history, sync, manifest)")
+        log.info("publish phases: %s", ", ".join(f"{k} {v:.2f}s" for k, v in result.phases.items()))
         result.root_hash, result.root_size = root_hash, root_size
         result.objects_written = store.stats.objects_written
         result.data_objects_written = sum(store.stats.written_by_suffix.get(s, 0)
