@@ -503,7 +503,7 @@ def _commit(repo: Path, store: obj.ObjectStore, keys: RepoKeys, root_hash: str, 
                         ttl=ttl, certificate=cert_hash, history=history_hash, timestamp=now)
     _fault("catalogs")
     if durable:
-        os.sync()  # every object reachable from the new manifest is on disk before the manifest is
+        store.flush()  # every object reachable from the new manifest is on disk before the manifest is
     data = manifest.sign(keys.repo_key)
     _fault("manifest")
     atomic_write(repo / ".cvmfspublished", data)

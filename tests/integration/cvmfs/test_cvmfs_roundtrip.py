@@ -169,3 +169,30 @@ def test_fixture_over_http_and_cli(fixture_repo):
                 rr.lookup("/nope")
     finally:
         server.shutdown()
+
+
+def test_serve_command_serves_a_repository(repo, keys, tmp_path):
+    import subprocess
+    import sys
+    import urllib.request
+
+    from cvmfs_helpers import cli_modules
+
+    code = ("import sys; from cernvm_build import cli; "
+            f"cli.COMMAND_MODULES = {cli_modules()!r}; sys.exit(cli.main(sys.argv[1:]))")
+    proc = subprocess.Popen([sys.executable, "-c", code, "serve", str(repo), "--port", "0"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        line = proc.stdout.readline().decode()
+        url = line.split(" at ", 1)[1].split()[0].rstrip("/")
+        assert url.startswith("http://127.0.0.1:")
+        with urllib.request.urlopen(url + "/.cvmfspublished") as resp:
+            assert resp.read() == (repo / ".cvmfspublished").read_bytes()
+            assert resp.headers.get("Content-Encoding") is None
+        with Repository(url, master_keys=[load_public_key(keys / f"{FQRN}.pub")]) as rr:
+            assert rr.manifest.revision == 1
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
+    bad = run_cli("serve", tmp_path / "nothing", "--port", "0", check=False)
+    assert bad.returncode != 0 and b"not a repository" in bad.stderr
