@@ -19,7 +19,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--max-catalog-entries", type=int, default=100_000, help="split catalogs above this size")
     p.add_argument("--min-catalog-entries", type=int, default=1_000, help="smallest automatic nested catalog")
     p.add_argument("--chunk-size", type=int, default=8 << 20, help="files larger than this are chunked (bytes)")
-    p.add_argument("--compression-level", type=int, default=6, choices=range(1, 10), metavar="1-9")
+    p.add_argument("--compression-level", type=int, default=4, choices=range(1, 10), metavar="1-9",
+                   help="zlib level of new objects (default 4; 6 is what cvmfs_server uses)")
     p.add_argument("-j", "--jobs", type=int, default=0, help="worker threads (default: one per core)")
     p.add_argument("--wait", type=float, default=0.0, help="seconds to wait for another publisher")
     p.add_argument("--no-xattrs", action="store_true", help="do not record extended attributes")

@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Iterator
 
 from ..errors import CvmfsBusyError, CvmfsError
-from ..fsutil import atomic_write, sha256_bytes, source_date_epoch
+from ..fsutil import atomic_dir, atomic_write, sha256_bytes, source_date_epoch
 from . import objects as obj
 from .catalog import (FLAG_DIR, FLAG_DIR_NESTED_MOUNTPOINT, FLAG_DIR_NESTED_ROOT, FLAG_FILE, FLAG_FILE_CHUNK,
                       FLAG_FILE_SPECIAL, FLAG_LINK, SCHEMA, SCHEMA_REVISION, Counters, Entry, NestedRef,
@@ -520,17 +520,21 @@ def init_repository(repo: str | os.PathLike, fqrn: str, keydir: str | os.PathLik
         raise CvmfsError(f"{repo} already exists and is not an empty directory")
     now = _now()
     keys = create_keys(keydir, fqrn, now)
-    store = obj.ObjectStore(repo)
-    store.create_layout()
-    (repo / ".cvmfs_master_replica").touch()
-    store.put(b"")  # the empty object: every empty file and .cvmfscatalog marker points at it
-    root = Node(path="", mode=stat.S_IFDIR | 0o755, size=DIR_SIZE, mtime=now, children=[])
-    result = PublishResult(fqrn, 1, "", 0, TRUNK)
-    h, size, _ = _CatalogBuilder(store, {}, now, 1, ttl, result).build(root)
-    _write_whitelist(repo, keys, whitelist_days)
-    tags = advance([], Tag(TRUNK, h, 1, now, "", size))
-    with repository_lock(repo):
-        return _commit(repo, store, keys, h, size, 1, tags, None, now, ttl, durable=True)
+    if repo.exists():
+        repo.rmdir()  # empty: replaced atomically below
+    with atomic_dir(repo) as tmp:  # a failed init leaves nothing behind under DIR
+        store = obj.ObjectStore(tmp)
+        store.create_layout()
+        (tmp / ".cvmfs_master_replica").touch()
+        store.put(b"")  # the empty object: every empty file and .cvmfscatalog marker points at it
+        root = Node(path="", mode=stat.S_IFDIR | 0o755, size=DIR_SIZE, mtime=now, children=[])
+        result = PublishResult(fqrn, 1, "", 0, TRUNK)
+        h, size, _ = _CatalogBuilder(store, {}, now, 1, ttl, result).build(root)
+        _write_whitelist(tmp, keys, whitelist_days)
+        tags = advance([], Tag(TRUNK, h, 1, now, "", size))
+        manifest = _commit(tmp, store, keys, h, size, 1, tags, None, now, ttl, durable=True)
+        os.chmod(tmp, 0o755)
+    return manifest
 
 
 def resign_whitelist(repo: str | os.PathLike, keydir: str | os.PathLike, days: int = 30,

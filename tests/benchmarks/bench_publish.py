@@ -66,9 +66,9 @@ def main() -> int:
     ap.add_argument("--source", action="append", help="directories to copy into the tree (repeatable)")
     ap.add_argument("--workdir", type=Path, help="scratch directory (default: a temporary one)")
     ap.add_argument("--keep", action="store_true", help="keep the scratch directory")
-    ap.add_argument("--level", type=int, default=6, help="zlib level for CernVM-FS objects (library default 6)")
-    ap.add_argument("--compare-level", type=int, default=2,
-                    help="also time a full publish at this zlib level into a fresh repository (0: skip)")
+    ap.add_argument("--level", type=int, default=4, help="zlib level for CernVM-FS objects (library default 4)")
+    ap.add_argument("--compare-level", type=int, default=6,
+                    help="also time a full publish at this zlib level (6 = cvmfs_server's) into a fresh repository (0: skip)")
     args = ap.parse_args()
     sources = args.source or DEFAULT_SOURCES
     work = args.workdir or Path(tempfile.mkdtemp(prefix="bench-publish-"))
