@@ -164,7 +164,7 @@ class ObjectStore:
         self.new_paths.append(dest)  # list.append is atomic under the GIL
         return hexdigest
 
-    def flush(self, many: int = 256) -> None:
+    def flush(self, many: int = 32) -> None:
         """Make every object written so far durable before a manifest may reference it.
 
         Few new objects (a republish): fsync them and their directories, touching nothing else.
