@@ -19,6 +19,7 @@ COMMAND_MODULES = [
     "cernvm_build.commands.inspect",
     "cernvm_build.commands.policy",
     "cernvm_build.commands.build",
+    "cernvm_build.commands.cvmfs",
 ]
 
 

@@ -67,3 +67,25 @@ class MissingPackagesError(FetchError):
 
 class RootfsError(CernVMBuildError):
     """A root tree could not be built safely (unsafe payload member, failed maintainer script, ...)."""
+
+
+class CvmfsError(CernVMBuildError):
+    """A CernVM-FS repository could not be written or read (names the repository and the object)."""
+
+
+class CvmfsIntegrityError(CvmfsError, ChecksumError):
+    """An object, catalog or manifest is missing, corrupted or inconsistent."""
+
+
+class CvmfsSignatureError(CvmfsError, SignatureError):
+    """The manifest or whitelist signature does not verify, or the certificate is not whitelisted."""
+
+
+class CvmfsWhitelistExpired(CvmfsSignatureError):
+    """The repository whitelist has expired (readers accept it only when explicitly asked to)."""
+
+
+class CvmfsBusyError(CvmfsError):
+    """Another publisher holds the repository's transaction lock."""
+
+    exit_code = 3

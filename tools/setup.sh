@@ -10,6 +10,7 @@ OS_PACKAGES=(
   gpgv gnupg debian-archive-keyring dpkg-dev apt-utils fakeroot xz-utils zstd
   rpm createrepo-c dose-distcheck cpio
   ca-certificates curl
+  squashfs-tools ostree
 )
 
 missing=()
