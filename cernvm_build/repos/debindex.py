@@ -8,7 +8,7 @@ stored as flat arrays aligned with the solvables, so loading it costs microsecon
 
 from __future__ import annotations
 
-import mmap
+import os
 import re
 from array import array
 from dataclasses import dataclass
@@ -34,16 +34,16 @@ class DebIndex:
     size: array       # Size: (download size)
     priority: array   # apt's numbering; 0 when the field is absent (apt sorts those first)
     flags: array      # ESSENTIAL | IMPORTANT | FORCED (apt treats FORCED as both)
-    _map: mmap.mmap | None = None
+    end: int = 0      # file size (extent of the last stanza)
+    _fd: int | None = None
 
     def _chunk(self, i: int) -> bytes:
-        """The raw bytes of the i-th stanza (the file is mapped once, on first use)."""
-        if self._map is None:
-            with open(self.path, "rb") as f:
-                self._map = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)
+        """The raw bytes of the i-th stanza: one pread, its extent is known from the next offset."""
+        if self._fd is None:
+            self._fd = os.open(self.path, os.O_RDONLY)
         start = self.offset[i]
-        end = self._map.find(b"\n\n", start)
-        return self._map[start:end if end >= 0 else len(self._map)]
+        end = self.offset[i + 1] if i + 1 < len(self.offset) else self.end
+        return os.pread(self._fd, end - start, start)
 
     def dep_fields(self, i: int) -> dict[str, str]:
         """Only Pre-Depends, Depends and Recommends of the i-th package (the fields apt's walk reads)."""
@@ -86,7 +86,7 @@ def build(packages: Path) -> tuple[DebIndex, list[tuple[str, str, str]]]:
             f |= IMPORTANT
         flags.append(f)
         off = tf.offset()
-    return DebIndex(packages, offset, size, prio, flags), ids
+    return DebIndex(packages, offset, size, prio, flags, end=packages.stat().st_size), ids
 
 
 def save(index: DebIndex, dest: Path) -> None:
@@ -109,4 +109,4 @@ def load(path: Path, packages: Path) -> DebIndex:
         a.frombytes(data[pos:pos + n * width])
         pos += n * width
         arrays.append(a)
-    return DebIndex(packages, *arrays)
+    return DebIndex(packages, *arrays, end=packages.stat().st_size)
