@@ -175,10 +175,7 @@ def _ls(args: argparse.Namespace) -> int:
 
 def _cat(args: argparse.Namespace) -> int:
     with _open(args) as repo:
-        entry = repo.lookup(args.path)
-        if entry.is_symlink:
-            entry = repo.lookup(entry.symlink if entry.symlink.startswith("/") else
-                                entry.path.rsplit("/", 1)[0] + "/" + entry.symlink)
+        entry = repo.resolve(args.path)
         for piece in repo.iter_content(entry):
             sys.stdout.buffer.write(piece)
         sys.stdout.buffer.flush()

@@ -248,8 +248,35 @@ class Repository:
     def _content(self, hexdigest: str, suffix: str, compressed: bool) -> bytes:
         return self.object(hexdigest, suffix) if compressed else self.blob(hexdigest, suffix)
 
-    def read(self, path: str) -> bytes:
-        entry = self.lookup(path)
+    def resolve(self, path: str, follow_last: bool = True, max_links: int = 40) -> Entry:
+        """Look PATH up as the kernel would: symbolic links inside the repository are followed
+        (relative ones from their directory, `..` resolved lexically, never above the root)."""
+        todo = [p for p in path.split("/") if p and p != "."]
+        done: list[str] = []
+        links = 0
+        entry = self.lookup("")
+        while todo:
+            part = todo.pop(0)
+            if part == "..":
+                if done:
+                    done.pop()
+                entry = self.lookup("/".join(done))
+                continue
+            entry = self.lookup("/".join(done + [part]))
+            if entry.is_symlink and (todo or follow_last):
+                links += 1
+                if links > max_links:
+                    raise CvmfsError(f"{path}: too many levels of symbolic links")
+                target = entry.symlink or ""
+                todo = [p for p in target.split("/") if p and p != "."] + todo
+                if target.startswith("/"):
+                    done = []
+                continue
+            done.append(part)
+        return entry
+
+    def read(self, path: str, follow: bool = True) -> bytes:
+        entry = self.resolve(path) if follow else self.lookup(path)
         if entry.is_symlink:
             raise CvmfsError(f"{entry.path}: is a symbolic link to {entry.symlink}")
         return b"".join(self.iter_content(entry))

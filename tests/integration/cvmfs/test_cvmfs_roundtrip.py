@@ -196,3 +196,32 @@ def test_serve_command_serves_a_repository(repo, keys, tmp_path):
         proc.wait(timeout=10)
     bad = run_cli("serve", tmp_path / "nothing", "--port", "0", check=False)
     assert bad.returncode != 0 and b"not a repository" in bad.stderr
+
+
+def test_paths_resolve_through_symlinks_like_the_kernel(repo, keys, tmp_path):
+    tree = tmp_path / "tree"
+    (tree / "usr" / "lib").mkdir(parents=True)
+    (tree / "usr" / "bin").mkdir()
+    (tree / "etc").mkdir()
+    (tree / "usr" / "lib" / "os-release").write_text("ID=test\n")
+    (tree / "usr" / "bin" / "tool").write_text("tool\n")
+    os.symlink("../usr/lib/os-release", tree / "etc" / "os-release")      # relative, with ..
+    os.symlink("usr/bin", tree / "bin")                                     # merged /usr
+    os.symlink("/etc/os-release", tree / "etc" / "abs")                     # absolute, chained
+    os.symlink("loop-b", tree / "etc" / "loop-a")
+    os.symlink("loop-a", tree / "etc" / "loop-b")
+    publish(tree, repo, keys, PublishOptions(tag="links", **SMALL))
+    with Repository(repo, master_keys=[load_public_key(keys / f"{FQRN}.pub")]) as rr:
+        assert rr.read("/etc/os-release") == b"ID=test\n"
+        assert rr.read("/etc/abs") == b"ID=test\n"
+        assert rr.read("/bin/tool") == b"tool\n"
+        assert rr.read("/bin/../bin/tool") == b"tool\n"          # /bin/.. is /usr, as in the kernel
+        assert rr.resolve("/etc/abs", follow_last=False).symlink == "/etc/os-release"
+        with pytest.raises(CvmfsError, match="symbolic link to"):
+            rr.read("/etc/abs", follow=False)
+        with pytest.raises(CvmfsError, match="too many levels of symbolic links"):
+            rr.read("/etc/loop-a")
+        with pytest.raises(CvmfsError, match="no such file"):
+            rr.read("/bin/../etc/os-release")                  # = /usr/etc/os-release
+    out = run_cli("cvmfs", "cat", repo, "/etc/abs", "--pubkey", keys / f"{FQRN}.pub").stdout
+    assert out == b"ID=test\n"
