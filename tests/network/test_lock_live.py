@@ -69,22 +69,24 @@ def test_bookworm_minimal_is_closed_per_dose(live_cache, tmp_path):
     assert f"total-packages: {len(lock.packages) + 1}" in res.stdout
 
 
+@pytest.mark.parametrize("weak", [False, True], ids=["recommends-off", "recommends-on"])
 @pytest.mark.parametrize("names", [["build-essential", "python3"],
                                    ["gnome-core", "build-essential", "python3"]],
                          ids=["build-essential+python3", "gnome-core+build-essential+python3"])
-def test_closure_equals_apts_resolution(live_cache, tmp_path, names):
-    """With Recommends off, the Debian flavour chooses exactly what apt chooses."""
+def test_closure_equals_apts_resolution(live_cache, tmp_path, names, weak):
+    """The Debian flavour chooses exactly what apt chooses (Recommends off, and on as well)."""
     recipe = load_recipe(ROOT / "recipes" / "bench-build-essential-python3.toml")
     text = (ROOT / "recipes" / "bench-build-essential-python3.toml").read_text()
     text = text.replace('packages = ["build-essential", "python3"]',
-                        "packages = [" + ", ".join(f'"{n}"' for n in names) + "]")
+                        "packages = [" + ", ".join(f'"{n}"' for n in names) + "]"
+                        + ("\nweak = true" if weak else ""))
     assert recipe.weak is False
     rp = tmp_path / "r.toml"
     rp.write_text(text)
     out = tmp_path / "r.lock.toml"
     _lock(rp, out, live_cache)
     ours = {p.name: p.evr for p in read_lock(out).packages}
-    apt = apt_resolution([_packages_file(out, live_cache)], names)
+    apt = apt_resolution([_packages_file(out, live_cache)], names, recommends=weak)
     only_ours, only_apt = sorted(set(ours) - set(apt)), sorted(set(apt) - set(ours))
     versions = sorted(n for n in set(ours) & set(apt) if ours[n] != apt[n])
     for n in only_ours:
