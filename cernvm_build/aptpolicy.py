@@ -99,10 +99,12 @@ class AptWalk:
         return any(p in self.marked_ids for p in self.providers(dep))
 
     def order(self, s: "solv.XSolvable") -> int:
-        """Stand-in for apt's package ID: position in the index files (later = larger)."""
+        """apt's package ID: the first mention of the name in the index files (later = larger)."""
         o = self._order.get(s.id)
         if o is None:
-            o = self._order[s.id] = s.id
+            idx, i = self.u.deb_index_of(s)
+            part = self.u.parts.index(self.u.part_of(s))
+            o = self._order[s.id] = (part << 40) + idx.name_rank[i]
         return o
 
     def _sort_key(self, target: str, s: "solv.XSolvable"):

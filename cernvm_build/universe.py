@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import ctypes
 import logging
+from array import array
 from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
@@ -23,7 +24,7 @@ from .repos import debindex
 
 log = logging.getLogger(__name__)
 
-SOLV_CACHE_FORMAT = "2"
+SOLV_CACHE_FORMAT = "3"
 
 
 @lru_cache(maxsize=1)
@@ -81,54 +82,66 @@ def _new_pool(flavour: str, arch: str) -> "solv.Pool":
     return pool
 
 
+def _build_deb_cache(path: Path, arch: str, solv_file: Path, side_file: Path, what: str) -> None:
+    """Parse a Packages file once, in a private pool, into the .solv cache and its side table.
+
+    A private pool makes the side table independent of whatever else is loaded: its name ranks are
+    the order in which names first appear in this file, which is how apt numbers its packages
+    (pkgCacheGenerator creates a package at its first mention, stanza or dependency), and apt
+    breaks provider ties and orders requested packages by that number.
+    """
+    tp = _new_pool("deb", arch)
+    trepo = tp.add_repo("parse")
+    f = solv.xfopen(str(path))
+    if f is None or not trepo.add_debpackages(f, 0):
+        raise MetadataError(f"{path}: libsolv cannot parse this Packages file")
+    f.close()
+    index, ids = debindex.build(path)
+    solvables = list(trepo.solvables_iter())
+    # libsolv and apt_pkg must see the same stanzas in the same order (the side table is positional)
+    step = max(1, len(ids) // 500)
+    if len(solvables) != len(ids) or [(s.name, s.evr, s.arch) for s in solvables[::step]] != ids[::step]:
+        raise MetadataError(f"{what}: libsolv and apt disagree on the package list of this index "
+                            "(malformed stanza?)")
+    index.name_rank = array("q", (s.nameid for s in solvables))
+    # texts nobody resolving needs: dropping them makes the .solv 40% smaller and faster to load
+    for s in solvables:
+        s.unset(solv.SOLVABLE_DESCRIPTION)
+        s.unset(solv.SOLVABLE_SUMMARY)
+        s.unset(solv.SOLVABLE_URL)
+    trepo.internalize()
+    with atomic_path(solv_file) as tmp:
+        out = solv.xfopen(str(tmp), "w")
+        trepo.write(out)
+        out.close()
+    debindex.save(index, side_file)
+    tp.free()
+
+
 def _add_deb_part(u: Universe, loaded: LoadedRepo, n: int, path: Path, sha: str, cache: Cache) -> RepoPart:
-    pool = u.pool
     key = f"deb-{sha}-{libsolv_version()}-{SOLV_CACHE_FORMAT}"
     solv_file = cache.derived("solv", key, ".solv")
     side_file = cache.derived("solv", key, ".debindex")
-    repo = pool.add_repo(f"{loaded.record.name}#{n}")
-    index = None
-    if solv_file.exists() and side_file.exists():
+    repo = u.pool.add_repo(f"{loaded.record.name}#{n}")
+    for attempt in (1, 2):
+        if not (solv_file.exists() and side_file.exists()):
+            _build_deb_cache(path, u.arch, solv_file, side_file, f"{loaded.record.url}: {path.name}")
         f = solv.xfopen(str(solv_file))
         ok = f is not None and repo.add_solv(f)
         if f is not None:
             f.close()
-        if ok:
-            index = debindex.load(side_file, path)
-            if len(index.offset) != repo.nsolvables:
-                log.info("stale side index %s; rebuilding", side_file)
-                repo.empty()
-                index = None
-        else:
-            repo.empty()
-    if index is None:
-        f = solv.xfopen(str(path))
-        if f is None or not repo.add_debpackages(f, 0):
-            raise MetadataError(f"{path}: libsolv cannot parse this Packages file")
-        f.close()
-        index, ids = debindex.build(path)
-        first = next(iter(repo.solvables_iter())).id if repo.nsolvables else 0
-        # libsolv and apt_pkg must see the same stanzas in the same order (the side table is
-        # positional); compare the count and a spread sample, cheaply.
-        step = max(1, len(ids) // 500)
-        sample = [(s.name, s.evr, s.arch) for s in
-                  (pool.id2solvable(first + i) for i in range(0, len(ids), step))] if ids else []
-        if repo.nsolvables != len(ids) or sample != ids[::step]:
-            raise MetadataError(f"{loaded.record.url}: {path.name}: libsolv and apt disagree on the "
-                                "package list of this index (malformed stanza?)")
-        # texts nobody resolving needs: dropping them makes the .solv 40% smaller and faster to load
-        for s in repo.solvables_iter():
-            s.unset(solv.SOLVABLE_DESCRIPTION)
-            s.unset(solv.SOLVABLE_SUMMARY)
-            s.unset(solv.SOLVABLE_URL)
-        repo.internalize()
-        with atomic_path(solv_file) as tmp:
-            out = solv.xfopen(str(tmp), "w")
-            repo.write(out)
-            out.close()
-        debindex.save(index, side_file)
-    first = next(iter(repo.solvables_iter())).id if repo.nsolvables else 0
-    return RepoPart(loaded, repo, first, index)
+        try:
+            index = debindex.load(side_file, path) if ok else None
+        except MetadataError:
+            index = None
+        if index is not None and len(index.offset) == repo.nsolvables:
+            first = next(iter(repo.solvables_iter())).id if repo.nsolvables else 0
+            return RepoPart(loaded, repo, first, index)
+        log.info("unusable cache %s; rebuilding", solv_file)
+        repo.empty()
+        solv_file.unlink(missing_ok=True)
+        side_file.unlink(missing_ok=True)
+    raise MetadataError(f"{solv_file}: cannot load the libsolv cache just written")
 
 
 def _add_rpmmd_part(u: Universe, loaded: LoadedRepo, cache: Cache) -> RepoPart:

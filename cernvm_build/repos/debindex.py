@@ -11,13 +11,13 @@ from __future__ import annotations
 import os
 import re
 from array import array
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..errors import MetadataError
 from ..fsutil import atomic_write
 
-FORMAT = b"cvb-debindex-2\n"
+FORMAT = b"cvb-debindex-3\n"
 _DEP_FIELD = re.compile(rb"^(Pre-Depends|Depends|Recommends):[ \t]*(.*(?:\n[ \t].*)*)", re.M)
 PRIORITY = {"required": 1, "important": 2, "standard": 3, "optional": 4, "extra": 5}
 ESSENTIAL, IMPORTANT, FORCED = 1, 2, 4
@@ -34,6 +34,7 @@ class DebIndex:
     size: array       # Size: (download size)
     priority: array   # apt's numbering; 0 when the field is absent (apt sorts those first)
     flags: array      # ESSENTIAL | IMPORTANT | FORCED (apt treats FORCED as both)
+    name_rank: array = field(default_factory=lambda: array("q"))   # first mention of the name in the file
     end: int = 0      # file size (extent of the last stanza)
     _fd: int | None = None
 
@@ -91,8 +92,10 @@ def build(packages: Path) -> tuple[DebIndex, list[tuple[str, str, str]]]:
 
 def save(index: DebIndex, dest: Path) -> None:
     n = len(index.offset)
+    if len(index.name_rank) != n:
+        raise MetadataError(f"{dest}: side index without name ranks")
     parts = [FORMAT, n.to_bytes(8, "little"), index.offset.tobytes(), index.size.tobytes(),
-             index.priority.tobytes(), index.flags.tobytes()]
+             index.priority.tobytes(), index.flags.tobytes(), index.name_rank.tobytes()]
     atomic_write(dest, b"".join(parts))
 
 
@@ -104,7 +107,7 @@ def load(path: Path, packages: Path) -> DebIndex:
     n = int.from_bytes(data[pos:pos + 8], "little")
     pos += 8
     arrays = []
-    for code, width in (("q", 8), ("q", 8), ("b", 1), ("b", 1)):
+    for code, width in (("q", 8), ("q", 8), ("b", 1), ("b", 1), ("q", 8)):
         a = array(code)
         a.frombytes(data[pos:pos + n * width])
         pos += n * width
