@@ -197,8 +197,12 @@ def install(root: Path, order: list[LockedPackage], files: dict[str, Path], sde:
     # its size and sha256 matched the lock (and the lock pins the signed repomd.xml it was resolved
     # against). rpm still checks each package's own digests.
     cmd = rpm_base(root) + ["--install", "--nosignature", *(str(files[p.name]) for p in order)]
+    made_proc = not os.path.lexists(root / "proc")
     with transaction_dev(root), mounted_proc(root):
         _run(cmd, sde, "rpm --install")
+    if made_proc:                 # our mount point, not a package's directory: same tree as unpack
+        with contextlib.suppress(OSError):
+            (root / "proc").rmdir()
 
 
 def record_database(root: Path, order: list[LockedPackage], files: dict[str, Path], sde: int) -> None:
