@@ -26,7 +26,6 @@ import stat
 import subprocess
 import tarfile
 import tempfile
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Iterator
@@ -127,30 +126,25 @@ def payload_tar(rpm: Path, out: Path, what: str) -> Path:
 def unpack_all(tree: SafeTree, order: list[LockedPackage], files: dict[str, Path], workdir: Path,
                jobs: int | None = None, lookahead: int = 8) -> dict[str, list[str]]:
     """Extract ORDER strictly in sequence while later payloads decompress; name -> member paths."""
-    jobs = jobs or max(1, min(4, os.cpu_count() or 1))
+    from .ahead import in_order_ahead
+
     workdir.mkdir(parents=True, exist_ok=True)
     listings: dict[str, list[str]] = {}
-    with ThreadPoolExecutor(max_workers=jobs) as pool:
-        futures = {}
+
+    def prepare(i: int, p: LockedPackage) -> Path:
+        return payload_tar(files[p.name], workdir / f"{i}.tar", f"{p.name} {p.evr}")
+
+    def consume(i: int, p: LockedPackage, tar: Path) -> None:
         try:
-            for i, p in enumerate(order):
-                for j in range(i, min(len(order), i + lookahead)):
-                    if j not in futures:
-                        q = order[j]
-                        futures[j] = pool.submit(payload_tar, files[q.name], workdir / f"{j}.tar",
-                                                 f"{q.name} {q.evr}")
-                tar = futures.pop(i).result()
-                try:
-                    if tar.stat().st_size == 0:     # a package without files (rpm2archive writes nothing)
-                        listings[p.name] = []
-                        continue
-                    with open(tar, "rb") as f:
-                        listings[p.name] = tree.extract(f, f"{p.name} {p.evr}")
-                finally:
-                    tar.unlink(missing_ok=True)
+            if tar.stat().st_size == 0:     # a package without files: rpm2archive writes nothing
+                listings[p.name] = []
+                return
+            with open(tar, "rb") as f:
+                listings[p.name] = tree.extract(f, f"{p.name} {p.evr}")
         finally:
-            for f in futures.values():
-                f.cancel()
+            tar.unlink(missing_ok=True)
+
+    in_order_ahead(order, prepare, consume, jobs, lookahead)
     return listings
 
 
