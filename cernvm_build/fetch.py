@@ -4,8 +4,8 @@ The lock's sha256 is the only trust anchor: a package file enters `<cache>/packa
 only after its size and sha256 matched, so anything found there later is used without re-reading.
 Sources are tried in order: the cache, local mirrors (a repository-shaped tree, a preservation
 bundle or a flat directory), then the repository URL from the lock (unless --offline). Network
-downloads resume from a partial file with an HTTP Range request, and a short or broken transfer is
-retried from where it stopped.
+downloads go through http.download_resumable: a partial file is resumed with an HTTP Range request,
+and a short or broken transfer is retried from where it stopped.
 """
 
 from __future__ import annotations
@@ -18,14 +18,11 @@ import shutil
 import sys
 import threading
 import time
-import urllib.error
 import urllib.parse
-import urllib.request
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from http.client import HTTPException
 from pathlib import Path
-from typing import Callable, Iterable
+from typing import Iterable
 
 from . import http
 from .cache import default_cache_dir
@@ -163,65 +160,6 @@ def _copy_from_mirror(src: Path, tmp: Path) -> None:
     shutil.copyfile(src, tmp)
 
 
-def download_resumable(url: str, partial: Path, expected_size: int, retries: int = 4,
-                       on_bytes: Callable[[int], None] | None = None) -> bool:
-    """Bring PARTIAL up to EXPECTED_SIZE bytes from URL, resuming with Range; True if it resumed.
-
-    The file is not trusted here (the caller hashes it): a server that ignores Range and answers
-    200 simply makes us start over.
-    """
-    partial.parent.mkdir(parents=True, exist_ok=True)
-    resumed = False
-    last: Exception | None = None
-    for attempt in range(retries):
-        have = partial.stat().st_size if partial.exists() else 0
-        if have > expected_size:
-            partial.unlink()
-            have = 0
-        if have == expected_size and expected_size > 0:
-            return resumed
-        headers = {"User-Agent": http.USER_AGENT}
-        if have:
-            headers["Range"] = f"bytes={have}-"
-        try:
-            req = urllib.request.Request(url, headers=headers)
-            with urllib.request.urlopen(req, timeout=http.TIMEOUT) as resp:
-                status = getattr(resp, "status", 200)
-                if have and status == 206:
-                    resumed = True
-                    mode = "ab"
-                else:
-                    mode = "wb"
-                with open(partial, mode) as out:
-                    while block := resp.read(CHUNK):
-                        out.write(block)
-                        if on_bytes:
-                            on_bytes(len(block))
-            size = partial.stat().st_size
-            if size == expected_size:
-                return resumed
-            last = FetchError(f"{url}: transfer ended at {size} of {expected_size} bytes")
-        except urllib.error.HTTPError as exc:
-            if exc.code == 416:           # our partial is not a prefix the server knows: start over
-                partial.unlink(missing_ok=True)
-                last = exc
-            elif exc.code in (404, 410):
-                raise http.NotFound(f"{url}: not found (HTTP {exc.code})") from exc
-            else:
-                last = exc
-        except urllib.error.URLError as exc:
-            if isinstance(exc.reason, FileNotFoundError) or "No such file" in str(exc.reason):
-                raise http.NotFound(f"{url}: not found") from exc
-            last = exc
-        except (OSError, TimeoutError, HTTPException) as exc:
-            last = exc
-        if attempt + 1 < retries:
-            delay = 0.2 * 2 ** attempt
-            log.info("retrying %s in %.1fs after: %s", url, delay, last)
-            time.sleep(delay)
-    raise FetchError(f"{url}: download failed after {retries} attempts: {last}")
-
-
 @dataclass
 class FetchOptions:
     mirrors: tuple[Path, ...] = ()
@@ -274,7 +212,7 @@ def fetch_closure(closure: Closure, store: PackageStore, options: FetchOptions |
             n = pkg.size
         else:
             before = part.stat().st_size if part.exists() else 0
-            resumed = download_resumable(url, part, pkg.size, options.retries, progress.add_bytes)
+            resumed = http.download_resumable(url, part, pkg.size, options.retries, progress.add_bytes)
             n = pkg.size - before if resumed else pkg.size
             store.admit(part, pkg, url)
             if resumed:

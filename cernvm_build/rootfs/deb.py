@@ -144,31 +144,24 @@ def unpack_deb(tree: SafeTree, deb: Path, pkg: LockedPackage, tar: Path | None =
 def unpack_all(tree: SafeTree, order: list[LockedPackage], files: dict[str, Path], workdir: Path,
                jobs: int | None = None, lookahead: int = 8) -> list[Unpacked]:
     """Unpack ORDER strictly in sequence while up to LOOKAHEAD later payloads decompress in parallel."""
-    from concurrent.futures import ThreadPoolExecutor
+    from .ahead import in_order_ahead
 
-    jobs = jobs or max(1, min(4, os.cpu_count() or 1))
     workdir.mkdir(parents=True, exist_ok=True)
 
-    def prepare(i: int, p: LockedPackage):
+    def prepare(i: int, p: LockedPackage) -> tuple[DebControl, Path]:
         what = f"{p.name} {p.evr}"
         return read_control(files[p.name], what), payload_tar(files[p.name], workdir / f"{i}.tar", what)
 
     units: list[Unpacked] = []
-    with ThreadPoolExecutor(max_workers=jobs) as pool:
-        futures = {}
+
+    def consume(i: int, p: LockedPackage, prepared: tuple[DebControl, Path]) -> None:
+        control, tar = prepared
         try:
-            for i, p in enumerate(order):
-                for j in range(i, min(len(order), i + lookahead)):
-                    if j not in futures:
-                        futures[j] = pool.submit(prepare, j, order[j])
-                control, tar = futures.pop(i).result()
-                try:
-                    units.append(unpack_deb(tree, files[p.name], p, tar, control))
-                finally:
-                    tar.unlink(missing_ok=True)
+            units.append(unpack_deb(tree, files[p.name], p, tar, control))
         finally:
-            for f in futures.values():
-                f.cancel()
+            tar.unlink(missing_ok=True)
+
+    in_order_ahead(order, prepare, consume, jobs, lookahead)
     return units
 
 

@@ -12,16 +12,9 @@ import os
 import stat
 from pathlib import Path
 
-CHUNK = 1 << 20
+from ..fsutil import sha256_file
+
 _XATTRS = ("security.capability",)
-
-
-def _file_sha(path: str) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while block := f.read(CHUNK):
-            h.update(block)
-    return h.hexdigest()
 
 
 def _kind(mode: int) -> str:
@@ -44,7 +37,7 @@ def iter_entries(root: str | Path, mtimes: bool = False):
         fields = [rel.decode("utf-8", "surrogateescape") or ".", kind, f"{stat.S_IMODE(mode):04o}",
                   f"{st.st_uid}:{st.st_gid}"]
         if kind == "f":
-            fields.append(_file_sha(full))
+            fields.append(sha256_file(full))
         elif kind == "l":
             fields.append(os.readlink(full).decode("utf-8", "surrogateescape"))
         elif kind in "cb":

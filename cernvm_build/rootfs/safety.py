@@ -47,6 +47,12 @@ class SafeTree:
     as_root: bool = field(default_factory=lambda: os.geteuid() == 0)
     warn: Callable[[str], None] = log.warning
     skipped_devices: list[str] = field(default_factory=list)
+    # uid/gid for a member when running as root; None: the member's numeric ids (Debian's data.tar).
+    # rpm payloads carry only user/group *names*, resolved against the tree's own passwd/group.
+    owner: Callable[[tarfile.TarInfo], tuple[int, int]] | None = None
+
+    def _ids(self, m: tarfile.TarInfo) -> tuple[int, int]:
+        return self.owner(m) if self.owner else (m.uid, m.gid)
 
     # -- resolution --------------------------------------------------------------------------------
     def resolve_dir(self, parts: tuple[str, ...], what: str, create: bool = True) -> Path:
@@ -100,7 +106,7 @@ class SafeTree:
 
     def _owner_mode(self, path: Path, m: tarfile.TarInfo, is_link: bool = False) -> None:
         if self.as_root:
-            os.chown(path, m.uid, m.gid, follow_symlinks=False)
+            os.chown(path, *self._ids(m), follow_symlinks=False)
         if not is_link:
             os.chmod(path, m.mode & 0o7777)
 
@@ -152,7 +158,7 @@ class SafeTree:
                     self._remove_existing(path, mwhat)
                     os.symlink(m.linkname, path)
                     if self.as_root:
-                        os.chown(path, m.uid, m.gid, follow_symlinks=False)
+                        os.chown(path, *self._ids(m), follow_symlinks=False)
                     os.utime(path, (m.mtime, m.mtime), follow_symlinks=False)
                 elif m.islnk():
                     lparts = member_parts(m.linkname, f"{mwhat} (hard link target)")

@@ -39,6 +39,8 @@ class Pkg:
     supplements: tuple[str, ...] = ()
     files: tuple[str, ...] = ()          # absolute paths; default /usr/share/NAME/NAME.txt
     spec: str = ""                       # packages with the same (epoch, version, release, spec) share a spec
+    symlinks: tuple[tuple[str, str], ...] = ()   # (absolute path, target) shipped as symlinks
+    post_lua: str = ""                   # a %post scriptlet in rpm's built-in Lua (needs no /bin/sh)
 
     @property
     def nevra(self) -> str:
@@ -105,9 +107,14 @@ def _spec(group: list[Pkg]) -> str:
             lines += [f"mkdir -p %{{buildroot}}{os.path.dirname(f)}",
                       f"printf '#!/bin/sh\\necho {p.name}\\n' > %{{buildroot}}{f}",
                       f"chmod 0755 %{{buildroot}}{f}"]
+        for link, target in p.symlinks:
+            lines += [f"mkdir -p %{{buildroot}}{os.path.dirname(link)}", f"ln -s {target} %{{buildroot}}{link}"]
     for i, p in enumerate(group):
+        if p.post_lua:
+            lines += ["%post -p <lua>" if i == 0 else f"%post -n {p.name} -p <lua>", p.post_lua]
         lines.append("%files" if i == 0 else f"%files -n {p.name}")
         lines.extend(p.files or (f"/usr/share/{p.name}/{p.name}.txt",))
+        lines.extend(link for link, _ in p.symlinks)
     return "\n".join(lines) + "\n"
 
 
