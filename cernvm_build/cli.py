@@ -48,6 +48,10 @@ def main(argv: list[str] | None = None) -> int:
         if callable(details) and details():
             print(details(), file=sys.stderr)
         return exc.exit_code
+    except OSError as exc:          # disk full, permission denied, ...: still one line, no traceback
+        where = f"{exc.filename}: " if exc.filename else ""
+        print(f"error: {where}{exc.strerror or exc}", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         print("error: interrupted", file=sys.stderr)
         return 130

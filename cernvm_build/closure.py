@@ -323,8 +323,10 @@ def read_lock(path: str | Path) -> Closure:
     path = Path(path)
     try:
         text = path.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as exc:
-        raise LockError(f"{path}: cannot read lock: {exc}") from exc
+    except OSError as exc:
+        raise LockError(f"{path}: cannot read lock: {exc.strerror}") from exc
+    except UnicodeDecodeError as exc:
+        raise LockError(f"{path}: cannot read lock: not UTF-8 text ({exc.reason})") from exc
     return loads(text, str(path))
 
 

@@ -34,8 +34,11 @@ def sha256_bytes(data: bytes) -> str:
 def atomic_path(dest: str | os.PathLike, mode: int = 0o644) -> Iterator[Path]:
     """Yield a temporary path beside DEST; on success fsync and rename it onto DEST, else remove it."""
     dest = Path(dest)
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=".tmp", dir=dest.parent)
+    try:
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=".tmp", dir=dest.parent)
+    except OSError as exc:      # report the file the user named, not our temporary one
+        raise OSError(exc.errno, exc.strerror, str(dest)) from exc
     os.close(fd)
     tmp_path = Path(tmp)
     try:

@@ -59,3 +59,17 @@ def test_strict_reading(edit, message):
 def test_strings_are_escaped():
     c = sample(name='we"ird\\name\x7f')
     assert loads(dumps(c)).name == c.name
+
+
+def test_cli_errors_are_one_line(tmp_path):
+    import subprocess
+    import sys
+
+    lock = tmp_path / "l.toml"
+    lock.write_text(dumps(sample()))
+    for args, expect in ((["show", tmp_path / "missing.lock"], "missing.lock: cannot read lock: No such file"),
+                         (["sbom", lock, "-o", "/proc/nope/x.json"], "/proc/nope/x.json:")):
+        res = subprocess.run([sys.executable, "-m", "cernvm_build.cli", *map(str, args)], capture_output=True,
+                             text=True)
+        assert res.returncode == 1 and res.stderr.startswith("error: ") and expect in res.stderr
+        assert res.stderr.count("\n") == 1 and "Traceback" not in res.stderr
