@@ -21,6 +21,9 @@ def summary(c: Closure) -> dict:
         "roots": list(c.roots),
         "packages": len(c.packages),
         "download_size": c.total_size(),
+        "delta": None if c.delta is None else {
+            "base_name": c.delta.base_name, "base_digest": c.delta.base_digest, "add": list(c.delta.add),
+            "remove": list(c.delta.remove), "upgrade": list(c.delta.upgrade), "local": list(c.delta.local)},
         "repositories": [
             {"name": r.name, "url": r.url, "suite": r.suite, "components": list(r.components),
              "metadata": r.metadata, "metadata_sha256": r.metadata_sha256, "date": r.date,
@@ -51,8 +54,13 @@ def render_text(c: Closure, digest: str | None = None) -> str:
         f"  requests:     {len(s['requests'])} ({', '.join(s['requests'][:6])}{' ...' if len(s['requests']) > 6 else ''})",
         f"  solver:       libsolv {c.solver.version}, policy {c.solver.policy}, "
         f"weak dependencies {'on' if c.solver.weak else 'off'}",
-        "  repositories:",
     ]
+    if c.delta is not None:
+        d = c.delta
+        lines.append(f"  local delta:  on {d.base_name} {d.base_digest}: {len(d.local)} local package(s); "
+                     f"added {', '.join(d.add) or '-'}; removed {', '.join(d.remove) or '-'}; "
+                     f"upgraded {', '.join(d.upgrade) or '-'}")
+    lines.append("  repositories:")
     for r in s["repositories"]:
         where = f"{r['url']} {r['suite']} {' '.join(r['components'])}".strip()
         lines.append(f"    {r['name']}: {r['packages']} packages from {where}")

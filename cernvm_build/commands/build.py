@@ -92,7 +92,8 @@ def register(sub: "argparse._SubParsersAction") -> None:
     p.add_argument("lock")
     p.add_argument("dest", help="directory to create (built beside it, renamed when complete)")
     p.add_argument("--mode", choices=["unpack", "install"], default="unpack",
-                   help="unpack payloads only, or also configure (maintainer scripts in a chroot; root)")
+                   help="unpack payloads only, or also configure: Debian maintainer scripts in a chroot, "
+                        "rpm scriptlets in one rpm transaction (needs root)")
     _common(p)
     p.set_defaults(func=_rootfs)
 

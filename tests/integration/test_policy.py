@@ -68,6 +68,8 @@ def test_diverge_keeps_the_base_and_records_the_delta(world, tmp_path):
     assert local.delta.add == ("plugin", "extra", "tool", "helper")
     assert local.delta.local == ("extra", "helper", "plugin", "tool")
     assert set(local.roots) == {"app", "plugin", "extra", "tool", "helper"}
+    shown = cli("show", out).stdout
+    assert "local delta:  on base sha256:" in shown and "4 local package(s)" in shown
     # removal of a base package others need is refused with libsolv's explanation
     res = cli("policy", "diverge", world["root"] / "base-v1.lock", "--recipe", world["local_recipe"],
               "--remove", "libfoo", "-o", tmp_path / "x.lock", "--cache", world["cache"])
