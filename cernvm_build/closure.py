@@ -342,5 +342,25 @@ def split_evr(evr: str) -> tuple[int, str, str]:
     return epoch, version, release
 
 
+def lock_epoch(closure: Closure) -> int:
+    """The newest metadata date in the lock (Debian Release Date, rpm-md revision) as a Unix time:
+    the default SOURCE_DATE_EPOCH of everything built from the lock, so no stage needs the clock."""
+    import email.utils
+
+    best = 0
+    for r in closure.repositories:
+        t = 0
+        if r.date:
+            try:
+                t = int(email.utils.parsedate_to_datetime(r.date).timestamp())
+            except (TypeError, ValueError):
+                if r.date.isdigit():
+                    t = int(r.date)
+        if not t and r.revision.isdigit():
+            t = int(r.revision)
+        best = max(best, t)
+    return best
+
+
 def names(packages: Iterable[LockedPackage]) -> list[str]:
     return sorted(p.name for p in packages)

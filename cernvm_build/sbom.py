@@ -7,30 +7,20 @@ same SBOM bytes.
 
 from __future__ import annotations
 
-import email.utils
 import json
 import re
 import time
 import uuid
 from urllib.parse import quote
 
-from .closure import Closure, LockedPackage
+from .closure import Closure, LockedPackage, lock_epoch
 from .fsutil import source_date_epoch
 
 NAMESPACE = uuid.UUID("6f1d3c2e-8a51-4f0e-9a63-2c1f0b7d4e10")
 
 
 def sbom_time(c: Closure) -> str:
-    epoch = source_date_epoch(-1)
-    if epoch < 0:
-        dates = []
-        for r in c.repositories:
-            try:
-                dates.append(email.utils.parsedate_to_datetime(r.date).timestamp())
-            except (TypeError, ValueError):
-                pass
-        epoch = int(max(dates)) if dates else 0
-    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(epoch))
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(source_date_epoch(lock_epoch(c))))
 
 
 def purl(c: Closure, p: LockedPackage) -> str:

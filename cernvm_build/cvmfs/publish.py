@@ -80,8 +80,17 @@ class PublishResult:
     phases: dict[str, float] = field(default_factory=dict)  # seconds per stage, for benchmarks and -v
 
 
-def _now() -> int:
-    """SOURCE_DATE_EPOCH when set (reproducible builds), else the wall clock."""
+def _now(lock_data: bytes | None = None) -> int:
+    """SOURCE_DATE_EPOCH when set; else, for a snapshot of a lock, the lock's newest metadata date
+    (as the root tree's mtimes); only a tree published without a lock gets the wall clock."""
+    if lock_data is not None:
+        from ..closure import lock_epoch, loads
+        from ..errors import LockError
+
+        try:
+            return source_date_epoch(default=lock_epoch(loads(lock_data.decode("utf-8"))) or int(time.time()))
+        except (LockError, UnicodeDecodeError):
+            pass
     return source_date_epoch(default=int(time.time()))
 
 
@@ -573,7 +582,7 @@ def publish(tree: str | os.PathLike, repo: str | os.PathLike, keydir: str | os.P
         prev = load_state(repo)
         fqrn = prev.manifest.fqrn
         keys = load_keys(keydir, fqrn)
-        now = _now()
+        now = _now(lock_data)
         tag = _tag_name(opts, now)
         _check_tag(tag, prev.tags)
         description = lock_description(opts.description, lock_data) if lock_data is not None else opts.description
@@ -594,7 +603,7 @@ def publish(tree: str | os.PathLike, repo: str | os.PathLike, keydir: str | os.P
 
         root = scan_tree(tree, opts.xattrs)
         if lock_data is not None:
-            add_lock_file(root, lock_data, source_date_epoch(default=int(os.stat(opts.lock_file).st_mtime)))
+            add_lock_file(root, lock_data, now)
         partition(root, opts.max_catalog_entries, opts.min_catalog_entries)
         phase("scan tree")
         store = obj.ObjectStore(repo, level=opts.compression_level, chunk_size=opts.chunk_size)

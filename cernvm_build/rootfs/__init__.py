@@ -9,7 +9,6 @@ defaults to the newest repository date recorded in the lock, never the wall cloc
 
 from __future__ import annotations
 
-import email.utils
 import logging
 import os
 import shutil
@@ -19,7 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
-from ..closure import Closure, LockedPackage
+from ..closure import Closure, LockedPackage, lock_epoch  # noqa: F401 (lock_epoch re-exported)
 from ..errors import RootfsError
 from ..fsutil import source_date_epoch
 
@@ -45,23 +44,6 @@ def install_order(closure: Closure) -> list[LockedPackage]:
     for c in nx.lexicographical_topological_sort(cond, key=lambda c: members[c][0]):
         order.extend(by_name[n] for n in members[c])
     return order
-
-
-def lock_epoch(closure: Closure) -> int:
-    """The newest metadata date in the lock (Debian Release Date, rpm-md revision) as a Unix time."""
-    best = 0
-    for r in closure.repositories:
-        t = 0
-        if r.date:
-            try:
-                t = int(email.utils.parsedate_to_datetime(r.date).timestamp())
-            except (TypeError, ValueError):
-                if r.date.isdigit():
-                    t = int(r.date)
-        if not t and r.revision.isdigit():
-            t = int(r.revision)
-        best = max(best, t)
-    return best
 
 
 # Paths whose content depends on the host, the time or chance, not on the lock (mmdebstrap, mkosi).

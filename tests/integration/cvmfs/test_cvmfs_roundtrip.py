@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import stat
 import tarfile
+from dataclasses import replace
 
 import pytest
 
@@ -123,6 +124,27 @@ def test_deterministic_root_hash_with_source_date_epoch(keys, tmp_path, monkeypa
             assert {t.timestamp for t in rr.tags()} == {1700000000}
             hashes.append(rr.manifest.history)
     assert hashes[0] == hashes[2] and hashes[1] == hashes[3]
+
+
+def test_snapshot_of_a_lock_needs_no_clock(keys, tmp_path, monkeypatch):
+    """Without SOURCE_DATE_EPOCH, a snapshot of a lock is dated by the lock's newest metadata date."""
+    from cernvm_build.closure import dumps
+    from tests.unit.test_closure import sample
+
+    monkeypatch.delenv("SOURCE_DATE_EPOCH", raising=False)
+    lock = tmp_path / "x.lock.toml"
+    lock.write_text(dumps(sample(repositories=(replace(sample().repositories[0],
+                                                       date="Tue, 14 Nov 2023 22:13:20 UTC"),))))
+    tree = make_tree(tmp_path / "tree")
+    hashes = []
+    for i in range(2):
+        r = tmp_path / f"repo{i}"
+        init_repository(r, FQRN, keys)
+        hashes.append(publish(tree, r, keys, PublishOptions(tag="snap", lock_file=lock, **SMALL)).root_hash)
+        with Repository(r) as rr:
+            assert rr.manifest.timestamp == 1700000000
+            assert {t.timestamp for t in rr.tags() if t.name == "snap"} == {1700000000}
+    assert hashes[0] == hashes[1]
 
 
 def test_fixture_written_by_cvmfs_server(fixture_repo):
