@@ -72,8 +72,8 @@ class Stage(ABC):
         """Are recorded outputs still present and unchanged? (cheap: stat or small digests)"""
         return True
 
-    def describe(self, outputs: dict[str, Any]) -> str:
-        """A few words for the progress line."""
+    def describe(self, outputs: dict[str, Any], fresh: bool) -> str:
+        """A few words for the progress line (FRESH: the stage just ran, else outputs are recorded ones)."""
         return ""
 
 
@@ -135,8 +135,8 @@ class Reporter:
 
     def __init__(self, enabled: bool | None = None, stream=None):
         self.stream = stream or sys.stderr
-        self.enabled = self.stream.isatty() if enabled is None else enabled
-        self.tty = enabled is None and self.enabled
+        self.tty = self.stream.isatty()
+        self.enabled = self.tty if enabled is None else enabled
 
     def start(self, index: int, total: int, stage: str) -> None:
         if self.enabled and self.tty:
@@ -185,13 +185,13 @@ def run_pipeline(definition: PipelineDef, stages: Iterable[Stage], *, ctx: Conte
             rec = None if (stage.volatile(ctx) or stage.name in force) else records.load(stage.name, key)
             if rec is not None and stage.outputs_valid(ctx, rec["outputs"]):
                 ctx.values.update(rec["outputs"])
-                o = StageOutcome(stage.name, "unchanged", detail=stage.describe(rec["outputs"]))
+                o = StageOutcome(stage.name, "unchanged", detail=stage.describe(rec["outputs"], False))
             else:
                 outputs = stage.run(ctx)
                 seconds = time.monotonic() - t0
                 records.save(stage.name, key, inputs, outputs, seconds)
                 ctx.values.update(outputs)
-                o = StageOutcome(stage.name, "ran", seconds=seconds, detail=stage.describe(outputs))
+                o = StageOutcome(stage.name, "ran", seconds=seconds, detail=stage.describe(outputs, True))
         except (CernVMBuildError, OSError) as exc:
             o = StageOutcome(stage.name, "failed", seconds=time.monotonic() - t0, reason=str(exc))
             outcomes.append(o)

@@ -34,6 +34,7 @@ own directory, so a definition means the same thing from any working directory.
 
 from __future__ import annotations
 
+import os
 import re
 import string
 import tomllib
@@ -137,8 +138,7 @@ class _Table:
         value = self.get(key, str, "a path (string)", None, required)
         if value is None:
             return default
-        p = Path(value).expanduser()
-        return p if p.is_absolute() else (base / p).absolute()
+        return Path(os.path.normpath(base / Path(value).expanduser()))
 
     def table(self, key: str) -> "_Table | None":
         self.seen.add(key)
@@ -292,7 +292,7 @@ def apply_overrides(d: PipelineDef, **overrides: Any) -> PipelineDef:
     """Command-line overrides. A new state dir moves the defaults that live under it."""
     overrides = {k: v for k, v in overrides.items() if v is not None}
     if "state_dir" in overrides:
-        new = Path(overrides["state_dir"]).absolute()
+        new = Path(os.path.abspath(overrides["state_dir"]))
         old = d.state_dir
 
         def move(p: Path | None) -> Path | None:
@@ -309,12 +309,16 @@ def apply_overrides(d: PipelineDef, **overrides: Any) -> PipelineDef:
         overrides.pop("state_dir")
     for key in ("lock_file", "cache_dir"):
         if key in overrides:
-            overrides[key] = Path(overrides[key]).absolute()
+            overrides[key] = Path(os.path.abspath(overrides[key]))
     return replace(d, **overrides)
 
 
-def bundle_pipeline(bundle: Path, inventory: dict, base: PipelineDef | None) -> PipelineDef:
-    """The definition used to respawn from a bundle: BASE's targets (or defaults), the bundle's lock."""
+def bundle_pipeline(bundle: Path, inventory: dict, base: PipelineDef | None,
+                    state_dir: str | Path | None = None) -> PipelineDef:
+    """The definition used to respawn from a bundle: BASE's targets (or defaults), the bundle's lock.
+
+    STATE_DIR moves the outputs; the public key that verifies the bundle's signature stays where BASE
+    says (the trust anchor of a respawn is the original key, not anything in the new state)."""
     lock = bundle / inventory["lock"]
     name = inventory.get("name") or "snapshot"
     if base is None:
@@ -323,4 +327,5 @@ def bundle_pipeline(bundle: Path, inventory: dict, base: PipelineDef | None) -> 
     signing = base.signing
     if signing is not None:   # a bundle is read-only: verify its signature, never sign into it
         signing = replace(signing, key=None, generate=False, signature=None)
+    base = apply_overrides(base, state_dir=state_dir)
     return replace(base, recipe=None, lock_mode="bundle", lock_file=lock, signing=signing)

@@ -120,8 +120,9 @@ class LockStage(Stage):
     def outputs_valid(self, ctx: Context, outputs: dict[str, Any]) -> bool:
         return _digest_file(Path(outputs["lock_file"])) == outputs["lock_digest"]
 
-    def describe(self, outputs: dict[str, Any]) -> str:
-        return f"{outputs['packages']} packages, {outputs['lock_digest'][:19]}…, {outputs['lock_action']}"
+    def describe(self, outputs: dict[str, Any], fresh: bool) -> str:
+        return (f"{outputs['packages']} packages, {outputs['lock_digest'][:19]}…"
+                + (f", {outputs['lock_action']}" if fresh else ""))
 
 
 def _digest_file(path: Path) -> str | None:
@@ -185,7 +186,7 @@ class SignStage(Stage):
         except OSError:
             return False
 
-    def describe(self, outputs: dict[str, Any]) -> str:
+    def describe(self, outputs: dict[str, Any], fresh: bool) -> str:
         return ("signed and verified" if outputs["signed"] else "verified") + f", key {outputs['signer'][:16]}"
 
 
@@ -223,8 +224,8 @@ class FetchStage(Stage):
         store = PackageStore.at(ctx.definition.cache_dir)
         return all(store.has(p) for p in read_lock(ctx.need("lock_file")).packages)
 
-    def describe(self, outputs: dict[str, Any]) -> str:
-        return outputs["fetch_summary"]
+    def describe(self, outputs: dict[str, Any], fresh: bool) -> str:
+        return outputs["fetch_summary"] if fresh else "every package verified in the cache"
 
 
 # ------------------------------------------------------------------------------------------------ rootfs
@@ -267,7 +268,7 @@ class RootfsStage(Stage):
         tree = Path(outputs["tree"])
         return tree.is_dir() and tree_stat(tree).digest == outputs["tree_stat"]
 
-    def describe(self, outputs: dict[str, Any]) -> str:
+    def describe(self, outputs: dict[str, Any], fresh: bool) -> str:
         return f"{outputs['tree_files']} files, {outputs['tree_bytes'] / 1e6:.1f} MB"
 
 
@@ -334,9 +335,9 @@ class PublishStage(Stage):
         except (CernVMBuildError, OSError):
             return False
 
-    def describe(self, outputs: dict[str, Any]) -> str:
-        return (f"tag {outputs['tag']} revision {outputs['revision']}, root {outputs['root_hash'][:12]}…, "
-                f"{outputs['data_objects_written']} new data objects")
+    def describe(self, outputs: dict[str, Any], fresh: bool) -> str:
+        return (f"tag {outputs['tag']} revision {outputs['revision']}, root {outputs['root_hash'][:12]}…"
+                + (f", {outputs['data_objects_written']} new data objects" if fresh else ""))
 
 
 # ------------------------------------------------------------------------------------------------ iso
@@ -403,7 +404,7 @@ class IsoStage(Stage):
     def outputs_valid(self, ctx: Context, outputs: dict[str, Any]) -> bool:
         return _same_file(outputs.get("iso"), outputs.get("iso_file"))
 
-    def describe(self, outputs: dict[str, Any]) -> str:
+    def describe(self, outputs: dict[str, Any], fresh: bool) -> str:
         return f"{outputs['iso']} {outputs['iso_bytes'] / 2**20:.1f} MiB"
 
 
@@ -438,7 +439,7 @@ class ImageStage(Stage):
     def outputs_valid(self, ctx: Context, outputs: dict[str, Any]) -> bool:
         return _same_file(outputs.get("image"), outputs.get("image_file"))
 
-    def describe(self, outputs: dict[str, Any]) -> str:
+    def describe(self, outputs: dict[str, Any], fresh: bool) -> str:
         return f"{outputs['image_format']} {outputs['image_bytes'] / 2**20:.1f} MiB"
 
 
