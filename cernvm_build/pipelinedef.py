@@ -144,7 +144,10 @@ class _Table:
         self.seen.add(key)
         if key not in self.data:
             return None
-        return _Table(self.data[key], f"{self.where}: [{key}]" if "[" not in self.where else f"{self.where}.{key}")
+        if not isinstance(self.data[key], dict):
+            raise PipelineConfigError(f"{self.where}: key '{key}' must be a table ([{key}]), "
+                                      f"not {type(self.data[key]).__name__}")
+        return _Table(self.data[key], f"{self.where}: [{key}]")
 
     def finish(self) -> None:
         unknown = sorted(set(self.data) - self.seen)
