@@ -80,7 +80,7 @@ def _walk(root: Path) -> tuple[list[str], int, int]:
 
 
 def _seed(root: Path, paths: list[str]) -> uuid.UUID:
-    """A UUID from the tree's names and sizes: same tree, same UUID; no randomness in the image."""
+    """A UUID from the tree's path names: same tree, same UUID; no randomness in the image."""
     h = hashlib.sha256()
     for p in paths:
         h.update(p.encode("utf-8", "surrogateescape") + b"\0")
@@ -88,9 +88,10 @@ def _seed(root: Path, paths: list[str]) -> uuid.UUID:
 
 
 def _debugfs_quote(path: str) -> str | None:
-    if any(c in path for c in '"\n\\'):
+    """debugfs (ss_parse) quoting: inside double quotes only '"' is special, written '""'."""
+    if "\n" in path:
         return None
-    return f'"{path}"'
+    return '"' + path.replace('"', '""') + '"'
 
 
 def make_ext4(tree: Path, out: Path, options: ImageOptions) -> int:
@@ -117,9 +118,14 @@ def make_ext4(tree: Path, out: Path, options: ImageOptions) -> int:
     for p in paths:
         q = _debugfs_quote(p)
         if q is None:
-            raise ImageError(f"{tree}{p}: a path with a quote, backslash or newline cannot be fixed up by debugfs")
+            raise ImageError(f"{tree}{p!r}: a path with a newline cannot be fixed up by debugfs")
         script.append(f"sif {q} atime {sde}\nsif {q} ctime {sde}\n")
-    _run([debugfs, "-w", "-f", "-", str(out)], env=env, stdin="".join(script).encode())
+    r = subprocess.run([debugfs, "-w", "-f", "-", str(out)], env=env, input="".join(script).encode(),
+                       capture_output=True)
+    problems = [line for line in r.stderr.decode(errors="replace").splitlines()
+                if line.strip() and not line.startswith("debugfs ")]
+    if r.returncode or problems:
+        raise ImageError(f"debugfs could not set inode times in {out}: {(problems or ['exit %d' % r.returncode])[0]}")
     _run([e2fsck, "-fn", str(out)], env=env)
     return data_bytes
 

@@ -307,3 +307,24 @@ def test_tree_stat_sees_edits(tmp_path):
     (tmp_path / "t" / "f").write_text("bb")
     assert tree_stat(tmp_path / "t").digest != a.digest
     assert Records(tmp_path).load("x", "0" * 64) is None
+
+
+def test_image_handles_awkward_names_and_pins_times(tmp_path):
+    from cernvm_build.fsutil import sha256_file
+    from cernvm_build.image import ImageOptions, make_image
+
+    tree = tmp_path / "t"
+    (tree / "lib/systemd").mkdir(parents=True)
+    (tree / "lib/systemd/system-systemd\\x2dcryptsetup.slice").write_text("unit\n")
+    (tree / 'q"uote').write_text("q\n")
+    os.symlink("q\"uote", tree / "link")
+    for p in [*tree.rglob("*"), tree]:
+        if not p.is_symlink():
+            os.utime(p, (1600000000, 1600000000))
+    a = make_image(tree, tmp_path / "a.raw", ImageOptions(format="raw", sde=1700000000))
+    os.utime(tree / 'q"uote', (1700001234, 1600000000))   # source atime/ctime are not part of the image
+    b = make_image(tree, tmp_path / "b.raw", ImageOptions(format="raw", sde=1700000000))
+    assert a.sha256 == b.sha256 == sha256_file(tmp_path / "b.raw")
+    st = subprocess.run(["debugfs", "-R", 'stat "/lib/systemd/system-systemd\\x2dcryptsetup.slice"', str(a.path)],
+                        capture_output=True, text=True).stdout
+    assert "ctime: 0x6553f100" in st and "atime: 0x6553f100" in st
