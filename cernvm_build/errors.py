@@ -108,5 +108,11 @@ class PipelineStageError(CernVMBuildError):
         return details() if callable(details) else ""
 
 
+class PipelineBusyError(CernVMBuildError):
+    """Another `build` holds the state directory."""
+
+    exit_code = 3
+
+
 class ImageError(CernVMBuildError):
     """A classic disk image could not be made (mkfs.ext4, debugfs or qemu-img failed or is missing)."""

@@ -14,16 +14,19 @@ The stages themselves live in `stages.py`; this module knows nothing about locks
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import hashlib
 import json
+import os
 import sys
 import time
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterable
+from typing import Any, Callable, Iterable, Iterator
 
-from .errors import CernVMBuildError, PipelineStageError
+from .errors import CernVMBuildError, PipelineBusyError, PipelineStageError
 from .fsutil import atomic_write
 from .pipelinedef import PipelineDef
 
@@ -159,10 +162,35 @@ class Reporter:
         self.stream.flush()
 
 
+@contextlib.contextmanager
+def state_lock(state_dir: Path) -> Iterator[None]:
+    """One build per state directory: two would swap the same tree and write the same records."""
+    state_dir.mkdir(parents=True, exist_ok=True)
+    fd = os.open(state_dir / ".build.lock", os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "unknown"
+            raise PipelineBusyError(f"{state_dir} is in use by another build (pid {holder})") from None
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+        yield
+    finally:
+        os.close(fd)
+
+
 def run_pipeline(definition: PipelineDef, stages: Iterable[Stage], *, ctx: Context | None = None,
                  force: Iterable[str] = (), reporter: Reporter | None = None,
                  only: Callable[[Stage], bool] | None = None) -> PipelineResult:
-    """Run STAGES in order. FORCE names stages to run even when unchanged (and thus what follows)."""
+    """Run STAGES in order. FORCE names stages to run even when unchanged (what follows re-runs only if
+    the forced stage's outputs differ)."""
+    with state_lock(definition.state_dir):
+        return _run(definition, stages, ctx, force, reporter, only)
+
+
+def _run(definition: PipelineDef, stages: Iterable[Stage], ctx: Context | None, force: Iterable[str],
+         reporter: Reporter | None, only: Callable[[Stage], bool] | None) -> PipelineResult:
     ctx = ctx or Context(definition)
     reporter = reporter or Reporter(enabled=False)
     records = Records(definition.state_dir)

@@ -170,7 +170,8 @@ def test_failing_stage_keeps_earlier_outputs(tmp_path, capsys):
     # the earlier tree, repository and records are intact; nothing half-built is left
     assert tree_digest(tree, mtimes=True) == before
     assert (repo_dir / ".cvmfspublished").read_bytes() == published
-    assert sorted(x.name for x in (tmp_path / "state").iterdir()) == ["cvmfs", "rootfs", "signing", "stages"]
+    assert sorted(x.name for x in (tmp_path / "state").iterdir()) == [
+        ".build.lock", "cvmfs", "rootfs", "signing", "stages"]
     assert not list((tmp_path / "state" / "stages" / "rootfs").glob("*.json"))[1:]   # only the first run's
 
     # back to the working recipe: the old tree and snapshot are still valid, only lock/sign re-run
@@ -328,3 +329,20 @@ def test_image_handles_awkward_names_and_pins_times(tmp_path):
     st = subprocess.run(["debugfs", "-R", 'stat "/lib/systemd/system-systemd\\x2dcryptsetup.slice"', str(a.path)],
                         capture_output=True, text=True).stdout
     assert "ctime: 0x6553f100" in st and "atime: 0x6553f100" in st
+
+
+def test_until_and_one_build_per_state_dir(debrepo, tmp_path, capsys):
+    import fcntl
+
+    p = project(tmp_path, debrepo, ["delta"])
+    rc, res, err = build([str(p), "--until", "rootfs"], capsys)
+    assert rc == 0, err
+    assert ran(res) == ["lock", "sign", "fetch", "rootfs"] and "publish" not in status(res)
+    assert not (tmp_path / "state/cvmfs").exists()
+    with open(tmp_path / "state/.build.lock", "a") as f:
+        fcntl.flock(f, fcntl.LOCK_EX)
+        capsys.readouterr()
+        assert main(["build", str(p)]) == 3
+        assert "is in use by another build" in capsys.readouterr().err
+    rc, res, err = build([str(p)], capsys)
+    assert rc == 0 and ran(res) == ["publish"]
