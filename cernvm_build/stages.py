@@ -172,6 +172,9 @@ class SignStage(Stage):
 
         key, pub, sig = self._paths(ctx)
         lock = Path(ctx.need("lock_file"))
+        if key is None and not sig.exists():
+            raise CernVMBuildError(f"{sig}: no signature to verify the lock with, but [signing] names the public "
+                                   f"key {pub} (sign the lock, or remove [signing] to accept it unsigned)")
         if key is not None:
             if not key.exists():
                 raise CernVMBuildError(f"signing key {key} does not exist (set generate = true to make one)")

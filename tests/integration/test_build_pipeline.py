@@ -346,3 +346,17 @@ def test_until_and_one_build_per_state_dir(debrepo, tmp_path, capsys):
         assert "is in use by another build" in capsys.readouterr().err
     rc, res, err = build([str(p)], capsys)
     assert rc == 0 and ran(res) == ["publish"]
+
+
+def test_unsigned_bundle_refused_when_a_key_is_configured(fixture_lock, tmp_path, capsys):
+    from cernvm_build.attest import generate_key
+
+    assert main(["bundle", str(fixture_lock), str(tmp_path / "b"), "--cache", str(tmp_path / "c"), "-q"]) == 0
+    _, pub = generate_key(tmp_path / "keys", "archive")
+    p = tmp_path / "respawn.toml"
+    p.write_text(f'name = "fixture"\n[signing]\npublic-key = "{pub}"\n')
+    capsys.readouterr()
+    assert main(["build", "--from-bundle", str(tmp_path / "b"), str(p), "--state-dir", str(tmp_path / "s")]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("error: stage sign: ") and "no signature to verify the lock with" in err
+    assert not (tmp_path / "s" / "rootfs").exists()
