@@ -19,7 +19,7 @@ def load_definition(args: argparse.Namespace):
     if not args.from_bundle:
         if not args.pipeline:
             raise PipelineConfigError("give a pipeline definition (pipeline/NAME.toml) or --from-bundle BUNDLE")
-        return load_pipeline(args.pipeline, **overrides), None
+        return _with_verify_key(load_pipeline(args.pipeline, **overrides), args.verify_key), None
     bundle = Path(args.from_bundle).absolute()
     try:
         inventory = json.loads((bundle / MARKER).read_text())
@@ -30,8 +30,20 @@ def load_definition(args: argparse.Namespace):
     if not isinstance(inventory, dict) or not isinstance(inventory.get("lock"), str):
         raise PipelineConfigError(f"{bundle}/{MARKER}: no 'lock' in the inventory")
     base = load_pipeline(args.pipeline, require_recipe=False) if args.pipeline else None
-    return apply_overrides(bundle_pipeline(bundle, inventory, base, overrides.pop("state_dir")),
-                           cache_dir=args.cache), bundle
+    d = apply_overrides(bundle_pipeline(bundle, inventory, base, overrides.pop("state_dir")), cache_dir=args.cache)
+    return _with_verify_key(d, args.verify_key), bundle
+
+
+def _with_verify_key(d, pub: str | None):
+    """--verify-key: the public key the lock's signature must verify with (the respawn's trust anchor)."""
+    from dataclasses import replace
+
+    from ..pipelinedef import Signing
+
+    if pub is None:
+        return d
+    pub = Path(pub).absolute()
+    return replace(d, signing=replace(d.signing, public_key=pub) if d.signing else Signing(public_key=pub))
 
 
 def _mb(n: int | None) -> str:
@@ -113,6 +125,8 @@ def register(sub: "argparse._SubParsersAction") -> None:
     p.add_argument("--state-dir", help="where stage records, the tree and default outputs go")
     p.add_argument("--lock-file", help="lock path (overrides the definition's lock-file)")
     p.add_argument("--cache", help="package and metadata cache (overrides cache-dir)")
+    p.add_argument("--verify-key", metavar="PUB", help="public key the lock's signature must verify with "
+                                                       "(overrides [signing] public-key; e.g. for --from-bundle)")
     p.add_argument("--offline", action="store_true", help="use only cached metadata and packages")
     p.add_argument("--force", action="append", metavar="STAGE", help="run STAGE even if unchanged (repeatable)")
     p.add_argument("--until", metavar="STAGE", help="stop after STAGE")

@@ -114,8 +114,10 @@ def main() -> None:
             if r.returncode:
                 sys.exit(f"bundle failed: {r.stderr.strip()}")
             t_bundle = time.monotonic() - t
+            pub = work / "state" / "signing" / "lock.pub"
             respawn, t_respawn = build(["--from-bundle", str(work / "bundle"), a.pipeline, "--state-dir",
-                                        str(work / "respawn"), "--cache", str(work / "respawn-cache")],
+                                        str(work / "respawn"), "--cache", str(work / "respawn-cache")]
+                                       + (["--verify-key", str(pub)] if pub.exists() else []),
                                        prefix=["unshare", "-n"])
             same = respawn["values"]["root_hash"] == v["root_hash"]
             print(f"respawn: bundle {mb(du(work / 'bundle')).strip()} made in {t_bundle:.1f} s; rebuilt offline in "

@@ -360,3 +360,8 @@ def test_unsigned_bundle_refused_when_a_key_is_configured(fixture_lock, tmp_path
     err = capsys.readouterr().err
     assert err.startswith("error: stage sign: ") and "no signature to verify the lock with" in err
     assert not (tmp_path / "s" / "rootfs").exists()
+    # the same trust anchor given on the command line
+    capsys.readouterr()
+    assert main(["build", "--from-bundle", str(tmp_path / "b"), "--verify-key", str(pub),
+                 "--state-dir", str(tmp_path / "s")]) == 1
+    assert "no signature to verify the lock with" in capsys.readouterr().err
