@@ -89,3 +89,30 @@ class CvmfsBusyError(CvmfsError):
     """Another publisher holds the repository's transaction lock."""
 
     exit_code = 3
+
+
+class PipelineConfigError(CernVMBuildError):
+    """A pipeline definition (`pipeline/*.toml`) is malformed: names the file and the key."""
+
+
+class PipelineStageError(CernVMBuildError):
+    """A pipeline stage failed: `stage NAME: <the stage's own one-line error>`; earlier outputs stay."""
+
+    def __init__(self, stage: str, cause: BaseException):
+        super().__init__(f"stage {stage}: {cause}")
+        self.stage, self.cause = stage, cause
+        self.exit_code = getattr(cause, "exit_code", 1)
+
+    def details(self) -> str:
+        details = getattr(self.cause, "details", None)
+        return details() if callable(details) else ""
+
+
+class PipelineBusyError(CernVMBuildError):
+    """Another `build` holds the state directory."""
+
+    exit_code = 3
+
+
+class ImageError(CernVMBuildError):
+    """A classic disk image could not be made (mkfs.ext4, debugfs or qemu-img failed or is missing)."""

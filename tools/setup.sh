@@ -11,6 +11,7 @@ OS_PACKAGES=(
   rpm createrepo-c dose-distcheck cpio
   ca-certificates curl
   squashfs-tools ostree
+  e2fsprogs qemu-utils
 )
 
 missing=()

@@ -1,0 +1,144 @@
+"""`build` (the whole pipeline from a definition, or a respawn from a preservation bundle) and `image`."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+
+def load_definition(args: argparse.Namespace):
+    """The definition to run: PIPELINE.toml, or for --from-bundle the bundle's lock with the targets of
+    PIPELINE.toml (or defaults)."""
+    from ..bundle import MARKER
+    from ..errors import PipelineConfigError
+    from ..pipelinedef import apply_overrides, bundle_pipeline, load_pipeline
+
+    overrides = {"state_dir": args.state_dir, "lock_file": args.lock_file, "cache_dir": args.cache}
+    if not args.from_bundle:
+        if not args.pipeline:
+            raise PipelineConfigError("give a pipeline definition (pipeline/NAME.toml) or --from-bundle BUNDLE")
+        return _with_verify_key(load_pipeline(args.pipeline, **overrides), args.verify_key), None
+    bundle = Path(args.from_bundle).absolute()
+    try:
+        inventory = json.loads((bundle / MARKER).read_text())
+    except OSError as exc:
+        raise PipelineConfigError(f"{bundle}: not a preservation bundle ({MARKER}: {exc.strerror})") from exc
+    except ValueError as exc:
+        raise PipelineConfigError(f"{bundle}/{MARKER}: not valid JSON: {exc}") from exc
+    if not isinstance(inventory, dict) or not isinstance(inventory.get("lock"), str):
+        raise PipelineConfigError(f"{bundle}/{MARKER}: no 'lock' in the inventory")
+    base = load_pipeline(args.pipeline, require_recipe=False) if args.pipeline else None
+    d = apply_overrides(bundle_pipeline(bundle, inventory, base, overrides.pop("state_dir")), cache_dir=args.cache)
+    return _with_verify_key(d, args.verify_key), bundle
+
+
+def _with_verify_key(d, pub: str | None):
+    """--verify-key: the public key the lock's signature must verify with (the respawn's trust anchor)."""
+    from dataclasses import replace
+
+    from ..pipelinedef import Signing
+
+    if pub is None:
+        return d
+    pub = Path(pub).absolute()
+    return replace(d, signing=replace(d.signing, public_key=pub) if d.signing else Signing(public_key=pub))
+
+
+def _mb(n: int | None) -> str:
+    return "?" if n is None else f"{n / 1e6:.1f} MB"
+
+
+def render_summary(result) -> str:
+    v = result.values
+    lines = [f"pipeline {result.definition.name}: {len(result.ran)} of {len(result.outcomes)} stages ran "
+             f"({', '.join(result.ran) or 'none'}) in {result.seconds:.1f}s"]
+    for o in result.outcomes:
+        status = {"ran": f"ran {o.seconds:.1f}s", "unchanged": "unchanged", "skipped": "skipped",
+                  "failed": "failed"}[o.status]
+        lines.append(f"  {o.name:<8} {status}" + (f": {o.reason}" if o.reason else f"  {o.detail}" if o.detail else ""))
+    if "lock_digest" in v:
+        lines.append(f"lock:      {v['lock_file']}")
+        lines.append(f"           {v['lock_digest']}, {v['packages']} packages ({_mb(v.get('download_bytes'))})")
+    if "signature" in v:
+        lines.append(f"signature: {v['signature']} (key {v['signer'][:16]})")
+    if "tree" in v:
+        lines.append(f"tree:      {v['tree']}: {v['tree_files']} files, {_mb(v['tree_bytes'])}")
+    if "root_hash" in v:
+        lines.append(f"snapshot:  {v['fqrn']} tag {v['tag']} (revision {v['revision']}) in {v['repository']}")
+        lines.append(f"           root hash {v['root_hash']}")
+        ran = result.status("publish") == "ran"
+        lines.append(f"           {v['objects_written'] if ran else 0} objects written"
+                     + (f", {_mb(v['bytes_written'])}" if ran else " (nothing new published)"))
+    if "iso" in v:
+        lines.append(f"iso:       {v['iso']} ({_mb(v['iso_bytes'])})")
+    else:
+        lines.append("iso:       " + next((o.reason for o in result.outcomes if o.name == "iso" and o.reason),
+                                          "not built"))
+    if "image" in v:
+        lines.append(f"image:     {v['image']} ({v['image_format']}, {_mb(v['image_bytes'])}, "
+                     f"virtual {_mb(v['image_virtual_bytes'])})")
+    return "\n".join(lines)
+
+
+def _build(args: argparse.Namespace) -> int:
+    from ..pipeline import Context, Reporter, run_pipeline
+    from ..stages import default_stages
+
+    definition, bundle = load_definition(args)
+    ctx = Context(definition, offline=args.offline or bundle is not None, bundle=bundle,
+                  progress=sys.stderr.isatty() and not args.quiet)
+    reporter = Reporter(enabled=False if args.quiet else (True if args.progress else None))
+    stop = set()
+    if args.until:
+        names = [s.name for s in default_stages()]
+        if args.until not in names:
+            raise SystemExit(f"error: --until: no stage {args.until!r} (stages: {', '.join(names)})")
+        stop = set(names[names.index(args.until) + 1:])
+    result = run_pipeline(definition, default_stages(), ctx=ctx, force=args.force or (), reporter=reporter,
+                          only=lambda s: s.name not in stop)
+    if args.json:
+        print(json.dumps({"stages": [o.__dict__ for o in result.outcomes], "values": result.values,
+                          "seconds": round(result.seconds, 3)}, indent=2, sort_keys=True, default=str))
+    elif not args.quiet:
+        print(render_summary(result))
+    return 0
+
+
+def _image(args: argparse.Namespace) -> int:
+    from ..image import ImageOptions, make_image
+
+    r = make_image(args.tree, args.out, ImageOptions(format=args.format, size_mib=args.size_mib,
+                                                     sde=args.source_date_epoch or 0))
+    print(f"wrote {r.path}: {r.format} ext4 image, {_mb(r.bytes)} file ({_mb(r.allocated_bytes)} allocated, "
+          f"{_mb(r.virtual_bytes)} virtual), tree {_mb(r.tree_bytes)}, sha256 {r.sha256}")
+    return 0
+
+
+def register(sub: "argparse._SubParsersAction") -> None:
+    p = sub.add_parser("build", help="run a pipeline: recipe -> lock -> sign -> fetch -> rootfs -> publish -> ISO, "
+                                     "skipping unchanged stages")
+    p.add_argument("pipeline", nargs="?", help="pipeline definition (pipeline/NAME.toml)")
+    p.add_argument("--from-bundle", metavar="BUNDLE",
+                   help="respawn the snapshot from a preservation bundle, with no network")
+    p.add_argument("--state-dir", help="where stage records, the tree and default outputs go")
+    p.add_argument("--lock-file", help="lock path (overrides the definition's lock-file)")
+    p.add_argument("--cache", help="package and metadata cache (overrides cache-dir)")
+    p.add_argument("--verify-key", metavar="PUB", help="public key the lock's signature must verify with "
+                                                       "(overrides [signing] public-key; e.g. for --from-bundle)")
+    p.add_argument("--offline", action="store_true", help="use only cached metadata and packages")
+    p.add_argument("--force", action="append", metavar="STAGE", help="run STAGE even if unchanged (repeatable)")
+    p.add_argument("--until", metavar="STAGE", help="stop after STAGE")
+    p.add_argument("--progress", action="store_true", help="progress lines even when stderr is not a terminal")
+    p.add_argument("--json", action="store_true", help="machine-readable result")
+    p.add_argument("-q", "--quiet", action="store_true")
+    p.set_defaults(func=_build)
+
+    p = sub.add_parser("image", help="classic ext4 disk image of a tree (raw or qcow2), for size comparison")
+    p.add_argument("tree")
+    p.add_argument("out")
+    p.add_argument("--format", choices=["raw", "qcow2"], default="qcow2")
+    p.add_argument("--size-mib", type=int, default=0, help="file system size (default: from the tree)")
+    p.add_argument("--source-date-epoch", type=int, help="timestamps (default: the tree root's mtime)")
+    p.set_defaults(func=_image)

@@ -1,0 +1,58 @@
+"""pipeline/debian-bookworm.toml end to end on the live archive (install mode), then again: nothing new."""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from pathlib import Path
+
+import pytest
+
+from cernvm_build.cli import main
+from cernvm_build.cvmfs.keys import load_public_key
+from cernvm_build.cvmfs.reader import Repository, verify_repository
+
+PIPELINE = Path(__file__).resolve().parents[2] / "pipeline" / "debian-bookworm.toml"
+
+pytestmark = [pytest.mark.network, pytest.mark.slow,
+              pytest.mark.skipif(os.geteuid() != 0, reason="install mode needs root (chroot)")]
+
+
+def _build(tmp: Path, capsys) -> dict:
+    capsys.readouterr()
+    rc = main(["build", str(PIPELINE), "--state-dir", str(tmp / "state"), "--lock-file", str(tmp / "lock.toml"),
+               "--cache", str(tmp / "cache"), "--json"])
+    out, err = capsys.readouterr()
+    assert rc == 0, err
+    return json.loads(out)
+
+
+def test_debian_bookworm_pipeline_live(tmp_path, capsys):
+    t0 = time.monotonic()
+    first = _build(tmp_path, capsys)
+    t1 = time.monotonic()
+    status = {s["name"]: s["status"] for s in first["stages"]}
+    assert status == {"lock": "ran", "sign": "ran", "fetch": "ran", "rootfs": "ran", "publish": "ran",
+                      "iso": "skipped", "image": "skipped"}
+    v = first["values"]
+    assert v["packages"] > 100 and v["revision"] == 2 and v["tag"] == "debian-bookworm-" + v["lock_digest"][7:19]
+    repo = tmp_path / "state" / "cvmfs" / "repo"
+    published = (repo / ".cvmfspublished").read_bytes()
+    master = load_public_key(tmp_path / "state/cvmfs/keys/debian-bookworm.cernvm-build.local.pub")
+    with Repository(str(repo), master_keys=[master], tag=v["tag"]) as r:
+        assert r.lookup("/usr/bin/apt").file_size > 0 and r.lookup("/boot").is_dir
+        lock = b"".join(r.iter_content(r.lookup("/.cernvm/closure.lock.toml")))
+        assert lock == (tmp_path / "lock.toml").read_bytes()
+        rep = verify_repository(r)
+        assert not rep.problems and rep.files > 10000
+
+    second = _build(tmp_path, capsys)
+    t2 = time.monotonic()
+    ran = [s["name"] for s in second["stages"] if s["status"] == "ran"]
+    assert ran == ["lock"]                               # re-resolved (refresh) ...
+    assert second["values"]["lock_action"] == "unchanged"  # ... to the same bytes
+    assert (repo / ".cvmfspublished").read_bytes() == published   # so nothing new is published
+    assert second["values"]["root_hash"] == v["root_hash"]
+    print(f"\nfirst run {t1 - t0:.1f}s ({v['packages']} packages, tree {v['tree_bytes'] / 1e6:.0f} MB, "
+          f"{v['objects_written']} objects, {v['bytes_written'] / 1e6:.0f} MB), second run {t2 - t1:.1f}s")
