@@ -20,6 +20,7 @@ COMMAND_MODULES = [
     "cernvm_build.commands.policy",
     "cernvm_build.commands.build",
     "cernvm_build.commands.cvmfs",
+    "cernvm_build.commands.boot",
 ]
 
 

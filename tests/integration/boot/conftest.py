@@ -1,0 +1,7 @@
+"""Boot tests share the CernVM-FS fixtures (keys, repository) from tests/cvmfs_helpers.py."""
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+
+from cvmfs_helpers import keys, repo, session_keys  # noqa: E402,F401
