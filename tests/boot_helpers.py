@@ -53,3 +53,74 @@ def make_boot_tree(root: Path, os_release: str = 'PRETTY_NAME="CernVM fixture sn
     (root / "sbin" / "init").write_text(init)
     os.chmod(root / "sbin" / "init", 0o755)
     return root
+
+
+class CountingServer:
+    """serve_in_thread's handler, counting the bytes and requests it serves (what a boot fetched)."""
+
+    def __init__(self, repo: Path, host: str = "127.0.0.1"):
+        import functools
+        import threading
+        from http.server import ThreadingHTTPServer
+
+        from cernvm_build.cvmfs import serve
+
+        counter = self
+        self.bytes = 0
+        self.requests = 0
+        self.lock = threading.Lock()
+
+        class Handler(serve._Handler):
+            def copyfile(self, source, outputfile):
+                data = source.read()
+                with counter.lock:
+                    counter.bytes += len(data)
+                    counter.requests += 1
+                outputfile.write(data)
+
+        self.server = ThreadingHTTPServer((host, 0), functools.partial(Handler, directory=str(repo)))
+        self.server.daemon_threads = True
+        self.port = self.server.server_address[1]
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def reset(self) -> None:
+        with self.lock:
+            self.bytes = self.requests = 0
+
+    def shutdown(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+def build_minimal_snapshot(workdir: Path, fqrn: str = "os.example.org", tag: str = "bookworm-minimal"):
+    """closures/debian-bookworm-minimal.lock.toml -> rootfs --mode install -> published repository.
+
+    Returns (repo, keydir, publish result, seconds per stage). Needs root (maintainer scripts in a chroot).
+    """
+    import time
+
+    from cernvm_build.closure import read_lock
+    from cernvm_build.cvmfs.keys import create_keys
+    from cernvm_build.cvmfs.publish import PublishOptions, init_repository, publish
+    from cernvm_build.fetch import PackageStore, fetch_closure, package_paths
+    from cernvm_build.rootfs import RootfsOptions, build_rootfs
+
+    closure = read_lock(BOOT_LOCK)
+    store = PackageStore.at(None)
+    t0 = time.monotonic()
+    fetch_closure(closure, store, fetch_options())
+    t1 = time.monotonic()
+    tree = workdir / "tree"
+    build_rootfs(closure, tree, package_paths(closure, store), RootfsOptions(mode="install"))
+    t2 = time.monotonic()
+    keydir, repo = workdir / "keys", workdir / "repo"
+    create_keys(keydir, fqrn, 1_700_000_000)
+    init_repository(repo, fqrn, keydir)
+    r = publish(tree, repo, keydir, PublishOptions(tag=tag, lock_file=BOOT_LOCK, durable=False))
+    t3 = time.monotonic()
+    return repo, keydir, r, {"fetch": t1 - t0, "rootfs": t2 - t1, "publish": t3 - t2}
+
+
+def repo_bytes(repo: Path) -> int:
+    """Bytes a client could fetch: every object plus the signed files."""
+    return sum(p.stat().st_size for p in repo.rglob("*") if p.is_file() and "txn" not in p.parts)

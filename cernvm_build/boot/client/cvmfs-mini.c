@@ -523,7 +523,6 @@ static int cmp_scanned(const void *a, const void *b) { /* newest first */
 
 static void cache_init(void) {
     if (mkdir("data", 0700) < 0 && errno != EEXIST) die("cannot create %s/data: %s", opt.cache_dir, strerror(errno));
-    if (mkdir("tmp", 0700) < 0 && errno != EEXIST) die("cannot create %s/tmp: %s", opt.cache_dir, strerror(errno));
     struct scanned *list = NULL;
     size_t n = 0, cap = 0;
     for (int i = 0; i < 256; i++) {
@@ -534,10 +533,14 @@ static void cache_init(void) {
         if (!dir) continue;
         struct dirent *de;
         while ((de = readdir(dir))) {
-            if (de->d_name[0] == '.' || strlen(de->d_name) > 60) continue;
             char p[96];
             struct stat st;
             snprintf(p, sizeof p, "%s/%s", d, de->d_name);
+            if (!strncmp(de->d_name, ".tmp", 4)) { /* leftover of an interrupted download */
+                unlink(p);
+                continue;
+            }
+            if (de->d_name[0] == '.' || strlen(de->d_name) > 60) continue;
             if (stat(p, &st) < 0 || !S_ISREG(st.st_mode)) continue;
             if (n == cap) list = xrealloc(list, (cap = cap ? cap * 2 : 256) * sizeof *list);
             snprintf(list[n].name, sizeof list[n].name, "%02x%s", i, de->d_name);
@@ -546,18 +549,6 @@ static void cache_init(void) {
             n++;
         }
         closedir(dir);
-    }
-    /* leftovers of interrupted downloads */
-    DIR *t = opendir("tmp");
-    if (t) {
-        struct dirent *de;
-        while ((de = readdir(t)))
-            if (de->d_name[0] != '.') {
-                char p[300];
-                snprintf(p, sizeof p, "tmp/%s", de->d_name);
-                unlink(p);
-            }
-        closedir(t);
     }
     qsort(list, n, sizeof *list, cmp_scanned);
     for (size_t i = 0; i < n; i++) cache_add(list[i].name, list[i].size, 1);
@@ -600,7 +591,12 @@ static int fetch_object(const char *hex, char suffix, int raw, char *path, size_
         buf_free(&b);
         return -EIO;
     }
-    char tmp[] = "tmp/objXXXXXX";
+    /* The temporary file lives in the object's own directory: a rename within one directory takes
+     * only that directory's lock. A cross-directory rename would take the file system's rename
+     * mutex, which overlayfs (6.1) holds while it copies a file up from this very mount when the
+     * cache shares a file system with the overlay's upper layer (scratch disk, tmpfs): deadlock. */
+    char tmp[96];
+    snprintf(tmp, sizeof tmp, "data/%.2s/.tmpXXXXXX", name);
     int fd = mkstemp(tmp);
     if (fd < 0) {
         logmsg("cache %s: cannot create a file: %s", opt.cache_dir, strerror(errno));

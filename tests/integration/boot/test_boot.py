@@ -102,3 +102,27 @@ def test_scratch_disk_stay_then_rebase(served, repo, keys, tmp_path):
     fourth = boot(QemuOptions(kernel=kernel, initrd=initrd, disk=disk, append="console=ttyS0,115200"),
                   tmp_path / "serial4.log", BOOT_TIMEOUT, MARKER)
     assert f"snapshot: stay on {r2.root_hash}" in fourth.console, fourth.tail()
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="rootfs --mode install needs root")
+def test_unmodified_iso_boots_bookworm_minimal_systemd_to_login(tmp_path):
+    """(c) The real thing: the bookworm minimal lock built with maintainer scripts, published, booted
+    by systemd from the snapshot to the serial login prompt. ~60 s rootfs + ~10 s publish + ~25 s boot."""
+    from boot_helpers import CountingServer, build_minimal_snapshot, repo_bytes
+
+    repo, keydir, r, stages = build_minimal_snapshot(tmp_path)
+    server = CountingServer(repo)
+    try:
+        iso = _iso(tmp_path, f"http://{HOST_FROM_GUEST}:{server.port}", keydir / "os.example.org.pub",
+                   tag="bookworm-minimal")
+        run = boot(QemuOptions(iso=iso), tmp_path / "serial.log", 600, "login:", stop_at_marker=True)
+    finally:
+        server.shutdown()
+    out = run.console
+    assert run.marker_seconds is not None, f"no login prompt within 600 s:\n{run.tail()}"
+    assert f"root catalog {r.root_hash}" in out and "Debian GNU/Linux 12" in out
+    assert "Started serial-getty@ttyS0" in out.replace("\x1b[0;1;39m", "")
+    assert "FAILED" not in out, [ln for ln in out.splitlines() if "FAILED" in ln]
+    assert server.bytes < repo_bytes(repo) / 4, "the boot should fetch a small part of the snapshot"
+    print(f"stages {stages}; login prompt after {run.marker_seconds:.1f} s; fetched {server.bytes / 1e6:.1f} MB "
+          f"in {server.requests} requests of {repo_bytes(repo) / 1e6:.1f} MB")
