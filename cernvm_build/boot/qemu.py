@@ -6,7 +6,9 @@ from __future__ import annotations
 
 import os
 import shutil
+import socket
 import subprocess
+import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -47,12 +49,13 @@ class QemuOptions:
     nic: str = "virtio-net-pci"
     extra: list[str] = field(default_factory=list)
 
-    def argv(self, serial: Path) -> list[str]:
+    def argv(self, serial: Path, monitor: Path | None = None) -> list[str]:
         qemu = shutil.which("qemu-system-x86_64")
         if not qemu:
             raise BootError("qemu-system-x86_64 is not installed (run tools/setup.sh)")
+        mon = f"unix:{monitor},server=on,wait=off" if monitor else "none"
         cmd = [qemu, "-accel", accelerator(), "-m", str(self.memory_mb), "-smp", str(self.cpus),
-               "-display", "none", "-monitor", "none", "-serial", f"file:{serial}", "-no-reboot",
+               "-display", "none", "-monitor", mon, "-serial", f"file:{serial}", "-no-reboot",
                "-netdev", "user,id=n0", "-device", f"{self.nic},netdev=n0"]
         if self.iso:
             cmd += ["-cdrom", str(self.iso), "-boot", "d"]
@@ -63,13 +66,25 @@ class QemuOptions:
         return cmd + self.extra
 
 
+def _powerdown(monitor: Path) -> None:
+    """ACPI power button through the qemu monitor: the guest shuts down cleanly (disks synced)."""
+    with socket.socket(socket.AF_UNIX) as s:
+        s.settimeout(5)
+        s.connect(str(monitor))
+        s.sendall(b"system_powerdown\n")
+        time.sleep(0.5)
+
+
 def boot(opts: QemuOptions, serial: Path, timeout: float, marker: str | None = None,
-         stop_at_marker: bool = False) -> BootRun:
-    """Run qemu until it exits (guest power-off) or TIMEOUT; optionally stop once MARKER is printed."""
+         stop_at_marker: bool = False, powerdown_at_marker: bool = False) -> BootRun:
+    """Run qemu until it exits (guest power-off) or TIMEOUT; optionally stop once MARKER is printed,
+    by killing qemu (stop_at_marker) or by pressing the ACPI power button (powerdown_at_marker)."""
     serial.parent.mkdir(parents=True, exist_ok=True)
     serial.write_bytes(b"")
+    mondir = Path(tempfile.mkdtemp(prefix="qemu-mon-"))  # short path: unix sockets allow ~107 bytes
+    monitor = mondir / "monitor"
     start = time.monotonic()
-    proc = subprocess.Popen(opts.argv(serial), stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+    proc = subprocess.Popen(opts.argv(serial, monitor), stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
                             stderr=subprocess.PIPE)
     marker_at = None
     try:
@@ -80,6 +95,8 @@ def boot(opts: QemuOptions, serial: Path, timeout: float, marker: str | None = N
                 marker_at = time.monotonic() - start
                 if stop_at_marker:
                     break
+                if powerdown_at_marker:
+                    _powerdown(monitor)
             time.sleep(0.2)
     finally:
         exited = proc.poll() is not None
@@ -90,6 +107,7 @@ def boot(opts: QemuOptions, serial: Path, timeout: float, marker: str | None = N
             except subprocess.TimeoutExpired:
                 proc.kill()
                 proc.wait()
+    shutil.rmtree(mondir, ignore_errors=True)
     console = serial.read_text(errors="replace")
     if marker and marker_at is None and marker in console:
         marker_at = time.monotonic() - start
