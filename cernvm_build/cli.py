@@ -21,6 +21,7 @@ COMMAND_MODULES = [
     "cernvm_build.commands.build",
     "cernvm_build.commands.cvmfs",
     "cernvm_build.commands.pipeline",
+    "cernvm_build.commands.boot",
 ]
 
 

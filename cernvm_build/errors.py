@@ -116,3 +116,22 @@ class PipelineBusyError(CernVMBuildError):
 
 class ImageError(CernVMBuildError):
     """A classic disk image could not be made (mkfs.ext4, debugfs or qemu-img failed or is missing)."""
+
+
+class BootError(CernVMBuildError):
+    """The boot client, kernel, initramfs or ISO could not be built (names the tool or file)."""
+
+
+class ClientBuildError(BootError):
+    """The C CernVM-FS client did not compile (compiler output attached as details)."""
+
+    def __init__(self, message: str, output: str = ""):
+        super().__init__(message)
+        self.output = output
+
+    def details(self) -> str:
+        return self.output
+
+
+class MountError(BootError):
+    """The client refused to mount or failed: carries its one-line reason (bad key, expired whitelist...)."""

@@ -373,8 +373,19 @@ def iso_builder() -> Callable[..., Any] | None:
 
 
 def call_build_iso(build_iso: Callable[..., Any], req: IsoRequest) -> Path:
-    """The one place that knows build_iso's signature (the integrator adapts it here)."""
-    result = build_iso(**asdict(req))
+    """The one place that knows build_iso's signature: boot.iso.build_iso(out, IsoOptions)."""
+    import inspect
+
+    if "opts" in inspect.signature(build_iso).parameters:
+        from .boot.iso import IsoOptions
+        from .fetch import FetchOptions
+
+        opts = IsoOptions(boot_lock=Path(req.boot_lock), repo_url=req.repo_url, pubkeys=[Path(req.public_key)],
+                          tag=req.tag, cache_root=Path(req.cache_dir) if req.cache_dir else None,
+                          fetch=FetchOptions(offline=req.offline))
+        result = build_iso(req.output, opts)
+    else:                      # a stand-in taking the request's fields (tests of the seam)
+        result = build_iso(**asdict(req))
     path = getattr(result, "path", result)
     return Path(path) if isinstance(path, (str, os.PathLike)) else req.output
 

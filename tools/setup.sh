@@ -11,7 +11,10 @@ OS_PACKAGES=(
   rpm createrepo-c dose-distcheck cpio
   ca-certificates curl
   squashfs-tools ostree
-  e2fsprogs qemu-utils
+  qemu-utils
+  # boot ISO (issue 6): C client build deps, FUSE, initramfs/ISO tools, qemu for boot tests
+  gcc libc6-dev pkg-config libfuse3-dev fuse3 libsqlite3-dev zlib1g-dev libssl-dev
+  busybox-static xorriso isolinux syslinux-common e2fsprogs qemu-system-x86
 )
 
 missing=()

@@ -1,0 +1,1 @@
+"""Boot side: the read-only CernVM-FS client (C), the kernel from a lock, the initramfs and the ISO."""

@@ -1,0 +1,127 @@
+"""Boot an ISO (or kernel + initrd) under qemu with the serial console in a file: for tests, benchmarks
+and trying an image by hand. User-mode networking lets the guest reach the host's loopback at 10.0.2.2.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import subprocess
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from ..errors import BootError
+
+HOST_FROM_GUEST = "10.0.2.2"
+
+
+def accelerator() -> str:
+    """TCG unless CERNVM_BUILD_QEMU_ACCEL says otherwise (nested KVM is often unusable; CI has none)."""
+    return os.environ.get("CERNVM_BUILD_QEMU_ACCEL", "tcg")
+
+
+@dataclass
+class BootRun:
+    """Result of one boot: the console text, whether qemu stopped by itself, how long it took."""
+
+    console: str
+    exited: bool
+    returncode: int | None
+    seconds: float
+    marker_seconds: float | None = None
+
+    def tail(self, n: int = 60) -> str:
+        return "\n".join(self.console.splitlines()[-n:])
+
+
+@dataclass
+class QemuOptions:
+    iso: Path | None = None
+    kernel: Path | None = None
+    initrd: Path | None = None
+    append: str = ""
+    disk: Path | None = None
+    memory_mb: int = 1024
+    cpus: int = 2
+    nic: str = "virtio-net-pci"
+    extra: list[str] = field(default_factory=list)
+
+    def argv(self, serial: Path, monitor: Path | None = None) -> list[str]:
+        qemu = shutil.which("qemu-system-x86_64")
+        if not qemu:
+            raise BootError("qemu-system-x86_64 is not installed (run tools/setup.sh)")
+        mon = f"unix:{monitor},server=on,wait=off" if monitor else "none"
+        cmd = [qemu, "-accel", accelerator(), "-m", str(self.memory_mb), "-smp", str(self.cpus),
+               "-display", "none", "-monitor", mon, "-serial", f"file:{serial}", "-no-reboot",
+               "-netdev", "user,id=n0", "-device", f"{self.nic},netdev=n0"]
+        if self.iso:
+            cmd += ["-cdrom", str(self.iso), "-boot", "d"]
+        if self.kernel:
+            cmd += ["-kernel", str(self.kernel), "-initrd", str(self.initrd), "-append", self.append]
+        if self.disk:
+            cmd += ["-drive", f"file={self.disk},format=raw,if=virtio"]
+        return cmd + self.extra
+
+
+def _powerdown(monitor: Path) -> None:
+    """ACPI power button through the qemu monitor: the guest shuts down cleanly (disks synced)."""
+    with socket.socket(socket.AF_UNIX) as s:
+        s.settimeout(5)
+        s.connect(str(monitor))
+        s.sendall(b"system_powerdown\n")
+        time.sleep(0.5)
+
+
+def boot(opts: QemuOptions, serial: Path, timeout: float, marker: str | None = None,
+         stop_at_marker: bool = False, powerdown_at_marker: bool = False) -> BootRun:
+    """Run qemu until it exits (guest power-off) or TIMEOUT; optionally stop once MARKER is printed,
+    by killing qemu (stop_at_marker) or by pressing the ACPI power button (powerdown_at_marker)."""
+    serial.parent.mkdir(parents=True, exist_ok=True)
+    serial.write_bytes(b"")
+    mondir = Path(tempfile.mkdtemp(prefix="qemu-mon-"))  # short path: unix sockets allow ~107 bytes
+    monitor = mondir / "monitor"
+    start = time.monotonic()
+    proc = subprocess.Popen(opts.argv(serial, monitor), stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.PIPE)
+    marker_at = None
+    try:
+        while time.monotonic() - start < timeout:
+            if proc.poll() is not None:
+                break
+            if marker and marker_at is None and marker in serial.read_text(errors="replace"):
+                marker_at = time.monotonic() - start
+                if stop_at_marker:
+                    break
+                if powerdown_at_marker:
+                    _powerdown(monitor)
+            time.sleep(0.2)
+    finally:
+        exited = proc.poll() is not None
+        if not exited:
+            proc.terminate()
+            try:
+                proc.wait(10)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+    shutil.rmtree(mondir, ignore_errors=True)
+    console = serial.read_text(errors="replace")
+    if marker and marker_at is None and marker in console:
+        marker_at = time.monotonic() - start
+    if exited and proc.returncode != 0:
+        err = proc.stderr.read().decode(errors="replace").strip() if proc.stderr else ""
+        raise BootError(f"qemu failed ({proc.returncode}): {err.splitlines()[-1:] if err else ''}")
+    return BootRun(console, exited, proc.returncode if exited else None, time.monotonic() - start, marker_at)
+
+
+def extract_from_iso(iso: Path, member: str, dest: Path) -> Path:
+    """Copy one file out of an ISO (xorriso -osirrox), e.g. /boot/vmlinuz for a direct kernel boot."""
+    proc = subprocess.run(["xorriso", "-osirrox", "on", "-indev", str(iso), "-extract", member, str(dest)],
+                          capture_output=True, text=True)
+    if proc.returncode != 0:
+        raise BootError(f"cannot extract {member} from {iso}: {proc.stderr.strip().splitlines()[-1:]}")
+    dest.chmod(0o644)
+    return dest

@@ -1,0 +1,102 @@
+"""Kernel modules, initramfs and ISO: contents, size, determinism (no boot; see test_boot.py)."""
+
+from __future__ import annotations
+
+import hashlib
+import lzma
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from cernvm_build.boot import initramfs
+from cernvm_build.boot.iso import IsoOptions, build_iso
+from cernvm_build.boot.kernel import modinfo_depends, resolve_modules
+from cernvm_build.boot.qemu import extract_from_iso
+from cernvm_build.errors import BootError
+
+from cvmfs_helpers import run_cli
+
+from boot_helpers import BOOT_LOCK, FQRN, fetch_options
+
+MAX_ISO = 15 * 2**20
+
+
+def test_kernel_modules_resolved_with_dependencies(boot_kernel):
+    mods = [Path(m).name for m in boot_kernel.modules]
+    for need in ("virtio_net.ko", "virtio_pci.ko", "virtio_blk.ko", "fuse.ko", "overlay.ko", "ext4.ko"):
+        assert need in mods
+    # dependencies come before the modules that need them
+    assert mods.index("virtio.ko") < mods.index("virtio_pci.ko") < mods.index("virtio_net.ko")
+    assert mods.index("jbd2.ko") < mods.index("ext4.ko") and mods.index("failover.ko") < mods.index("net_failover.ko")
+    assert "af_packet" in boot_kernel.builtin
+    ext4 = (boot_kernel.root / boot_kernel.modules[mods.index("ext4.ko")]).read_bytes()
+    assert {"jbd2", "mbcache"} <= set(modinfo_depends(ext4))
+    with pytest.raises(BootError, match="no module or built-in driver named nosuchdriver"):
+        resolve_modules(boot_kernel.root, ["nosuchdriver"])
+
+
+def test_cpio_is_sorted_with_fixed_metadata():
+    a = initramfs.Archive(mtime=1_700_000_000)
+    a.file("z/file", b"x" * 5, 0o600)
+    a.symlink("bin/sh", "busybox")
+    a.device("dev/console", 0o020000, 5, 1)
+    out = subprocess.run(["cpio", "-itv", "--quiet"], input=a.cpio(), capture_output=True, check=True).stdout.decode()
+    names = [line.split()[-1] if "->" not in line else line.split()[-3] for line in out.splitlines()]
+    assert names == sorted(names) and set(names) == {"bin", "bin/sh", "dev", "dev/console", "z", "z/file"}
+    assert all("2023" in line and " root " in line for line in out.splitlines())
+    assert a.cpio() == a.cpio()
+
+
+@pytest.fixture(scope="module")
+def iso_pair(tmp_path_factory, session_keys, boot_kernel):
+    d = tmp_path_factory.mktemp("iso")
+    opts = IsoOptions(boot_lock=BOOT_LOCK, repo_url="http://10.0.2.2:8000", pubkeys=[session_keys / f"{FQRN}.pub"],
+                      tag="v1", fetch=fetch_options())
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("SOURCE_DATE_EPOCH", "1700000000")
+        first = build_iso(d / "a.iso", opts)
+        second = build_iso(d / "b.iso", opts)
+    return first, second, d
+
+
+def test_iso_small_and_deterministic(iso_pair):
+    first, second, _ = iso_pair
+    assert first.size <= MAX_ISO, f"ISO is {first.size / 2**20:.1f} MiB"
+    assert first.path.read_bytes() == second.path.read_bytes()
+    assert first.sha256 == hashlib.sha256(second.path.read_bytes()).hexdigest()
+    assert "console=tty0 console=ttyS0,115200" in first.cmdline
+
+
+def test_initramfs_in_iso_has_client_libraries_keys_modules(iso_pair, boot_kernel, session_keys):
+    first, _, d = iso_pair
+    initrd = extract_from_iso(first.path, "/boot/initrd.img", d / "initrd.img")
+    cfg = extract_from_iso(first.path, "/isolinux/isolinux.cfg", d / "isolinux.cfg").read_text()
+    assert "APPEND console=tty0 console=ttyS0,115200" in cfg
+    raw = lzma.decompress(initrd.read_bytes())
+    listing = subprocess.run(["cpio", "-it", "--quiet"], input=raw, capture_output=True, check=True).stdout.decode()
+    names = set(listing.split())
+    for need in ("init", "bin/busybox", "bin/sh", "sbin/switch_root", "sbin/cvmfs-mini", "etc/cernvm/boot.conf",
+                 "lib64/ld-linux-x86-64.so.2", "lib/x86_64-linux-gnu/libfuse3.so.3",
+                 "lib/x86_64-linux-gnu/libcrypto.so.3", "lib/x86_64-linux-gnu/libsqlite3.so.0",
+                 f"etc/cvmfs/keys/{FQRN}.pub", "dev/console",
+                 f"lib/modules/{boot_kernel.version}/kernel/fs/fuse/fuse.ko"):
+        assert need in names, need
+    work = d / "unpacked"
+    work.mkdir()
+    subprocess.run(["cpio", "-id", "--quiet", "init", "etc/cernvm/boot.conf", f"etc/cvmfs/keys/{FQRN}.pub"],
+                   input=raw, cwd=work, check=True)
+    conf = (work / "etc/cernvm/boot.conf").read_text()
+    assert "CVMFS_URL=http://10.0.2.2:8000" in conf and "CVMFS_TAG=v1" in conf
+    assert (work / f"etc/cvmfs/keys/{FQRN}.pub").read_bytes() == (session_keys / f"{FQRN}.pub").read_bytes()
+
+
+def test_iso_cli(tmp_path, session_keys, boot_kernel):
+    out = tmp_path / "boot.iso"
+    proc = run_cli("iso", "--boot-lock", BOOT_LOCK, "--repo-url", "http://10.0.2.2:8000", "--pubkey",
+                   session_keys / f"{FQRN}.pub", "--root-hash", "0" * 40, "-o", out, "--append", "quiet")
+    assert out.stat().st_size <= MAX_ISO and b"wrote" in proc.stdout
+    assert b"console=tty0 console=ttyS0,115200 quiet" in proc.stdout
+    bad = run_cli("iso", "--boot-lock", BOOT_LOCK, "--repo-url", "http://x", "--pubkey", tmp_path / "missing.pub",
+                  "-o", tmp_path / "x.iso", check=False)
+    assert bad.returncode != 0 and not (tmp_path / "x.iso").exists()
