@@ -34,8 +34,10 @@ def test_debian_bookworm_pipeline_live(tmp_path, capsys):
     t1 = time.monotonic()
     status = {s["name"]: s["status"] for s in first["stages"]}
     assert status == {"lock": "ran", "sign": "ran", "fetch": "ran", "rootfs": "ran", "publish": "ran",
-                      "iso": "skipped", "image": "skipped"}
+                      "iso": "ran", "image": "skipped"}
     v = first["values"]
+    iso = Path(v["iso"])
+    assert iso.is_file() and iso.stat().st_size <= 15 * 2**20 and v["iso_bytes"] == iso.stat().st_size
     assert v["packages"] > 100 and v["revision"] == 2 and v["tag"] == "debian-bookworm-" + v["lock_digest"][7:19]
     repo = tmp_path / "state" / "cvmfs" / "repo"
     published = (repo / ".cvmfspublished").read_bytes()
@@ -54,5 +56,6 @@ def test_debian_bookworm_pipeline_live(tmp_path, capsys):
     assert second["values"]["lock_action"] == "unchanged"  # ... to the same bytes
     assert (repo / ".cvmfspublished").read_bytes() == published   # so nothing new is published
     assert second["values"]["root_hash"] == v["root_hash"]
+    assert second["values"]["iso"] == v["iso"] and iso.stat().st_size == v["iso_bytes"]
     print(f"\nfirst run {t1 - t0:.1f}s ({v['packages']} packages, tree {v['tree_bytes'] / 1e6:.0f} MB, "
-          f"{v['objects_written']} objects, {v['bytes_written'] / 1e6:.0f} MB), second run {t2 - t1:.1f}s")
+          f"{v['objects_written']} objects, {v['bytes_written'] / 1e6:.0f} MB, ISO {v['iso_bytes'] / 2**20:.1f} MiB), second run {t2 - t1:.1f}s")
