@@ -43,6 +43,7 @@ from pathlib import Path
 from typing import Any
 
 from .errors import PipelineConfigError
+from .tomltable import StrictTable
 
 LOCK_MODES = ("reuse", "refresh")
 ROOTFS_MODES = ("unpack", "install")
@@ -106,24 +107,14 @@ class PipelineDef:
         return self.state_dir / "rootfs"
 
 
-class _Table:
-    """Typed reads from one TOML table; keys never read are reported as unknown by finish()."""
+class _Table(StrictTable):
+    """A pipeline-definition table: strict reads raising PipelineConfigError; strings never empty."""
 
-    def __init__(self, data: Any, where: str):
-        if not isinstance(data, dict):
-            raise PipelineConfigError(f"{where}: expected a table")
-        self.data, self.where, self.seen = data, where, set()
+    error = PipelineConfigError
 
     def get(self, key: str, kind: type, kind_name: str, default: Any = None, required: bool = False) -> Any:
-        self.seen.add(key)
-        if key not in self.data:
-            if required:
-                raise PipelineConfigError(f"{self.where}: missing required key '{key}' ({kind_name})")
-            return default
-        value = self.data[key]
-        if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
-            raise PipelineConfigError(f"{self.where}: key '{key}' must be {kind_name}, not {type(value).__name__}")
-        if kind is str and not value.strip():
+        value = self.read(key, kind, kind_name, default, required)
+        if kind is str and key in self.data and not value.strip():
             raise PipelineConfigError(f"{self.where}: key '{key}' must not be empty")
         return value
 
@@ -148,12 +139,6 @@ class _Table:
             raise PipelineConfigError(f"{self.where}: key '{key}' must be a table ([{key}]), "
                                       f"not {type(self.data[key]).__name__}")
         return _Table(self.data[key], f"{self.where}: [{key}]")
-
-    def finish(self) -> None:
-        unknown = sorted(set(self.data) - self.seen)
-        if unknown:
-            raise PipelineConfigError(f"{self.where}: unknown key '{unknown[0]}' "
-                                      f"(allowed: {', '.join(sorted(self.seen))})")
 
 
 def check_tag_template(template: str, where: str) -> str:

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from .errors import RecipeError
+from .tomltable import StrictTable
 
 FLAVOURS = ("deb", "rpm")
 DEB_PRIORITIES = ("required", "important", "standard", "optional", "extra")
@@ -102,24 +103,11 @@ class Recipe:
         return "sha256:" + hashlib.sha256(blob).hexdigest()
 
 
-class _Table:
-    """Typed access to one TOML table that remembers which keys were read, to reject the rest."""
+class _Table(StrictTable):
+    """A recipe table: strict reads raising RecipeError."""
 
-    def __init__(self, data: dict, where: str):
-        if not isinstance(data, dict):
-            raise RecipeError(f"{where}: expected a table")
-        self.data, self.where, self.seen = data, where, set()
-
-    def _get(self, key: str, kind: type | tuple, kind_name: str, default: Any, required: bool) -> Any:
-        self.seen.add(key)
-        if key not in self.data:
-            if required:
-                raise RecipeError(f"{self.where}: missing required key '{key}' ({kind_name})")
-            return default
-        value = self.data[key]
-        if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
-            raise RecipeError(f"{self.where}: key '{key}' must be {kind_name}, not {type(value).__name__}")
-        return value
+    error = RecipeError
+    _get = StrictTable.read
 
     def str(self, key: str, default: str = "", required: bool = False) -> str:
         value = self._get(key, str, "a string", default, required)
@@ -143,11 +131,6 @@ class _Table:
     def tables(self, key: str) -> list:
         value = self._get(key, list, "an array of tables ([[...]])", [], True)
         return value
-
-    def finish(self) -> None:
-        unknown = sorted(set(self.data) - self.seen)
-        if unknown:
-            raise RecipeError(f"{self.where}: unknown key '{unknown[0]}' (allowed: {', '.join(sorted(self.seen))})")
 
 
 def _repository(data: dict, flavour: str, where: str, base: Path) -> Repository:
