@@ -118,16 +118,29 @@ def statement(lock_name: str, lock_bytes: bytes, closure: Closure) -> dict:
     }
 
 
-def sign_lock(lock: str | Path, key: str | Path, out: str | Path | None = None) -> Path:
-    """Write LOCK.sigstore.json (or OUT): a Sigstore bundle whose DSSE envelope signs the Statement."""
-    from cryptography.hazmat.primitives import hashes
-    from cryptography.hazmat.primitives.asymmetric import ec
+def sign_lock(lock: str | Path, key: str | Path | None = None, out: str | Path | None = None,
+              keyless=None) -> Path:
+    """Write LOCK.sigstore.json (or OUT): a Sigstore bundle whose DSSE envelope signs the Statement.
 
+    With KEY (ECDSA P-256 PEM) the bundle is deterministic and carries a public-key hint; with
+    KEYLESS (a keyless.KeylessSigner) it carries a Fulcio certificate and a Rekor entry instead.
+    """
+    if (key is None) == (keyless is None):
+        raise AttestError("sign: give exactly one of a private key or keyless signing")
     lock = Path(lock)
     data = lock.read_bytes()
     closure = loads(data.decode("utf-8"), str(lock))
-    private = _load_private(key)
     payload = _canonical_json(statement(lock.name, data, closure))
+    dest = Path(out) if out else bundle_path_for(lock)
+    if keyless is not None:
+        from .keyless import dumps_bundle, sign_statement
+
+        atomic_write(dest, dumps_bundle(sign_statement(payload, keyless)))
+        return dest
+    from cryptography.hazmat.primitives import hashes
+    from cryptography.hazmat.primitives.asymmetric import ec
+
+    private = _load_private(key)
     try:
         algorithm = ec.ECDSA(hashes.SHA256(), deterministic_signing=True)
     except TypeError:          # cryptography < 44: randomised ECDSA, still valid
@@ -143,16 +156,16 @@ def sign_lock(lock: str | Path, key: str | Path, out: str | Path | None = None) 
             "signatures": [{"sig": base64.b64encode(sig).decode(), "keyid": kid}],
         },
     }
-    dest = Path(out) if out else bundle_path_for(lock)
     atomic_write(dest, json.dumps(bundle, indent=2, sort_keys=True) + "\n")
     return dest
 
 
 @dataclass(frozen=True)
 class Verification:
-    key_id: str
+    key_id: str               # public-key fingerprint, or the certificate identity for keyless bundles
     lock_digest: str
     statement: dict
+    keyless: bool = False
 
 
 def _read_bundle(path: Path) -> dict:
@@ -168,15 +181,45 @@ def _read_bundle(path: Path) -> dict:
     return bundle
 
 
-def verify_lock(lock: str | Path, pub: str | Path, bundle: str | Path | None = None) -> Verification:
-    """Accept LOCK only if the bundle's signature verifies with PUB and its subject is exactly LOCK."""
+def verify_lock(lock: str | Path, pub: str | Path | None = None, bundle: str | Path | None = None,
+                identity=None) -> Verification:
+    """Accept LOCK only if the bundle's signature verifies and its subject is exactly LOCK.
+
+    PUB verifies key-based bundles; IDENTITY (a keyless.KeylessIdentity) verifies keyless ones
+    offline against a trusted root. A bundle of the other kind is refused, never half-checked.
+    """
+    from .keyless import bundle_identity, is_keyless
+
+    if (pub is None) == (identity is None):
+        raise AttestError("verify: give exactly one of a public key or an expected keyless identity")
+    lock = Path(lock)
+    bpath = Path(bundle) if bundle else bundle_path_for(lock)
+    b = _read_bundle(bpath)
+    if is_keyless(b):
+        if identity is None:
+            who = bundle_identity(b)
+            raise AttestError(f"{bpath}: keyless bundle (signed by {who or 'a Fulcio certificate'}); "
+                              "verify it with --identity and --issuer, not --key")
+        from .keyless import verify_bundle
+
+        payload_type, payload, who = verify_bundle(bpath.read_text(), bpath, identity)
+        if payload_type != PAYLOAD_TYPE:
+            raise AttestError(f"{bpath}: payload type {payload_type!r} is not {PAYLOAD_TYPE}")
+        st, digest = _check_statement(lock, bpath, payload)
+        return Verification(who, digest, st, keyless=True)
+    if identity is not None:
+        raise AttestError(f"{bpath}: bundle is signed with a key, not keylessly; verify it with --key")
+    kid, payload = _verify_key_envelope(b, bpath, pub)
+    st, digest = _check_statement(lock, bpath, payload)
+    return Verification(kid, digest, st)
+
+
+def _verify_key_envelope(b: dict, bpath: Path, pub: str | Path) -> tuple[str, bytes]:
+    """The DSSE envelope's signature under PUB; returns (key id, payload)."""
     from cryptography.exceptions import InvalidSignature
     from cryptography.hazmat.primitives import hashes
     from cryptography.hazmat.primitives.asymmetric import ec
 
-    lock = Path(lock)
-    bpath = Path(bundle) if bundle else bundle_path_for(lock)
-    b = _read_bundle(bpath)
     env = b.get("dsseEnvelope")
     if not isinstance(env, dict):
         raise AttestError(f"{bpath}: bundle has no DSSE envelope")
@@ -188,16 +231,18 @@ def verify_lock(lock: str | Path, pub: str | Path, bundle: str | Path | None = N
     except (KeyError, TypeError, ValueError) as exc:
         raise AttestError(f"{bpath}: malformed DSSE envelope ({exc})") from exc
     public = _load_public(pub)
-    kid = key_id(public)
     message = pae(PAYLOAD_TYPE, payload)
     for sig in sigs:
         try:
             public.verify(sig, message, ec.ECDSA(hashes.SHA256()))
-            break
+            return key_id(public), payload
         except InvalidSignature:
             continue
-    else:
-        raise AttestError(f"{bpath}: signature does not verify with {pub} (wrong key or altered bundle)")
+    raise AttestError(f"{bpath}: signature does not verify with {pub} (wrong key or altered bundle)")
+
+
+def _check_statement(lock: Path, bpath: Path, payload: bytes) -> tuple[dict, str]:
+    """The signed statement must be a closure-lock statement whose subject and predicate are LOCK."""
     try:
         st = json.loads(payload)
         subject = st["subject"][0]["digest"]["sha256"]
@@ -213,4 +258,4 @@ def verify_lock(lock: str | Path, pub: str | Path, bundle: str | Path | None = N
     closure = loads(data.decode("utf-8"), str(lock))
     if st["predicate"] != statement(lock.name, data, closure)["predicate"]:
         raise AttestError(f"{bpath}: signed predicate does not describe {lock}")
-    return Verification(kid, "sha256:" + actual, st)
+    return st, "sha256:" + actual

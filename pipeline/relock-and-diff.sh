@@ -4,8 +4,11 @@
 #   pipeline/relock-and-diff.sh [RECIPES_DIR] [CLOSURES_DIR] [REPORT.md]
 #
 # Environment: CERNVM_BUILD (the CLI, default .venv/bin/cernvm-build), CERNVM_BUILD_PUBKEY (public
-# key the committed locks are signed with; when set, a missing or bad signature fails the job),
-# CERNVM_BUILD_CACHE (metadata cache), STRICT=1 (fail when any closure moved).
+# key the committed locks are signed with; when set, a missing or bad signature fails the job), or
+# for keylessly signed locks CERNVM_BUILD_SIGNER_IDENTITY + CERNVM_BUILD_SIGNER_ISSUER (the CI
+# identity that signs them) with CERNVM_BUILD_TRUSTED_ROOT (archived Sigstore trusted_root.json;
+# default: the sigstore package's offline copy), CERNVM_BUILD_CACHE (metadata cache), STRICT=1
+# (fail when any closure moved).
 # Exit status: 0 all locks current (or only moved without STRICT), 1 signature failure, 2 drift
 # under STRICT, 3 a recipe no longer resolves.
 set -uo pipefail
@@ -26,8 +29,16 @@ for recipe in "$recipes"/*.toml; do
   name=$(basename "$recipe" .toml)
   committed="$closures/$name.lock.toml"
   [ -f "$committed" ] || { echo "- \`$name\`: no committed lock (skipped)" >> "$report.tmp"; continue; }
+  how=()
   if [ -n "${CERNVM_BUILD_PUBKEY:-}" ]; then
-    if ! out=$("$cvb" verify "$committed" --key "$CERNVM_BUILD_PUBKEY" 2>&1); then
+    how=(--key "$CERNVM_BUILD_PUBKEY")
+  elif [ -n "${CERNVM_BUILD_SIGNER_IDENTITY:-}" ]; then
+    how=(--identity "$CERNVM_BUILD_SIGNER_IDENTITY" --issuer "${CERNVM_BUILD_SIGNER_ISSUER:?set with CERNVM_BUILD_SIGNER_IDENTITY}")
+    [ -n "${CERNVM_BUILD_TRUSTED_ROOT:-}" ] && how+=(--trusted-root "$CERNVM_BUILD_TRUSTED_ROOT")
+  fi
+  if ((${#how[@]})); then
+    if ! out=$("$cvb" verify "$committed" "${how[@]}" 2>&1); then
+      out=$(printf '%s\n' "$out" | grep -v '^WARNING' | tail -1)
       echo "- \`$name\`: **signature check failed**: ${out#error: }" >> "$report.tmp"
       status=1
     fi
