@@ -262,18 +262,11 @@ def test_trusted_root_export_offline_is_the_public_good_root(signed, instance, t
 
 def test_relock_job_verifies_keyless_signatures(instance, tmp_path):
     """pipeline/relock-and-diff.sh with CERNVM_BUILD_SIGNER_IDENTITY/ISSUER/TRUSTED_ROOT."""
-    from tests.support.debrepo import DebPkg, build_deb_repo, make_key, write_recipe
+    from tests.integration.test_pipeline_relock import relock_project
+    from tests.support.debrepo import DebPkg
 
     fs, root, config = instance
-    key = make_key(tmp_path / "gnupg")
-    repo = build_deb_repo(tmp_path / "repo", [DebPkg("app", "1.0")], key=key, gnupghome=tmp_path / "gnupg")
-    recipes, closures = tmp_path / "recipes", tmp_path / "closures"
-    recipes.mkdir()
-    closures.mkdir()
-    write_recipe(recipes / "demo.toml", repo, ["app"], name="demo")
-    cvb = tmp_path / "cvb"
-    cvb.write_text(f"#!/bin/sh\nexec {sys.executable} -m cernvm_build.cli \"$@\"\n")
-    cvb.chmod(0o755)
+    _, _, recipes, closures, cvb = relock_project(tmp_path, [DebPkg("app", "1.0")])
     env = clean_env(CERNVM_BUILD=str(cvb), CERNVM_BUILD_CACHE=str(tmp_path / "cache"), PYTHONPATH=str(REPO))
     assert run("lock", recipes / "demo.toml", "-o", closures / "demo.lock.toml", env=env).returncode == 0
     assert run("sign", closures / "demo.lock.toml", "--keyless", "--trust-config", config,

@@ -14,17 +14,23 @@ ROOT = Path(__file__).parents[2]
 CLI = [sys.executable, "-m", "cernvm_build.cli"]
 
 
-def test_relock_job(tmp_path):
+def relock_project(tmp_path: Path, packages: list[DebPkg]):
+    """A signed fixture repository, recipes/demo.toml for `app`, an empty closures/ and a CLI wrapper."""
     key = make_key(tmp_path / "gnupg")
-    v1 = build_deb_repo(tmp_path / "v1", [DebPkg("app", "1.0", depends="lib"), DebPkg("lib", "1.0")],
-                        key=key, gnupghome=tmp_path / "gnupg")
+    repo = build_deb_repo(tmp_path / "v1", packages, key=key, gnupghome=tmp_path / "gnupg")
     recipes, closures = tmp_path / "recipes", tmp_path / "closures"
     recipes.mkdir()
     closures.mkdir()
-    write_recipe(recipes / "demo.toml", v1, ["app"], name="demo")
+    write_recipe(recipes / "demo.toml", repo, ["app"], name="demo")
     cvb = tmp_path / "cvb"
     cvb.write_text(f"#!/bin/sh\nexec {sys.executable} -m cernvm_build.cli \"$@\"\n")
     cvb.chmod(0o755)
+    return key, repo, recipes, closures, cvb
+
+
+def test_relock_job(tmp_path):
+    key, v1, recipes, closures, cvb = relock_project(
+        tmp_path, [DebPkg("app", "1.0", depends="lib"), DebPkg("lib", "1.0")])
     env = {**os.environ, "CERNVM_BUILD": str(cvb), "CERNVM_BUILD_CACHE": str(tmp_path / "cache"),
            "PYTHONPATH": str(ROOT)}
     run = lambda *a, **kw: subprocess.run(["bash", str(ROOT / "pipeline" / "relock-and-diff.sh"), str(recipes),  # noqa: E731
