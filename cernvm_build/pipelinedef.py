@@ -13,6 +13,11 @@ own directory, so a definition means the same thing from any working directory.
     [signing]                            # optional
     key = "keys/lock.key"                # private key; public-key defaults to the same stem + .pub
     generate = true                      # make the key pair (in the state dir unless `key` says where)
+    # or keyless (Sigstore): the identity and issuer the signature's certificate must name
+    # identity = "https://github.com/org/repo/.github/workflows/build.yml@refs/heads/main"
+    # issuer = "https://token.actions.githubusercontent.com"
+    # keyless = true                     # sign in this run (OIDC token from the CI environment)
+    # trusted-root = "trusted_root.json" # archived Sigstore roots (default: sigstore's offline copy)
 
     [rootfs]
     mode = "unpack"                      # or "install" (maintainer scripts in a chroot; root)
@@ -58,6 +63,11 @@ class Signing:
     public_key: Path | None = None   # default: key with .pub
     generate: bool = False           # create the pair when it does not exist yet
     signature: Path | None = None    # default: LOCK.sigstore.json
+    identity: str | None = None      # keyless: certificate identity (SAN) the signature must carry
+    issuer: str | None = None        # keyless: OIDC issuer of that identity
+    keyless: bool = False            # keyless: sign in this run (token from $SIGSTORE_IDENTITY_TOKEN/CI)
+    trusted_root: Path | None = None  # keyless: archived trusted_root.json (default: sigstore's copy)
+    trust_config: Path | None = None  # keyless: private Sigstore instance to sign against
 
 
 @dataclass(frozen=True)
@@ -192,16 +202,31 @@ def parse_pipeline(data: dict, where: str, base: Path, recipe_name: str | None =
         pub = s.path("public-key", base)
         generate = s.get("generate", bool, "true or false", False)
         sig = s.path("signature", base)
-        if key is None and not generate:
+        identity = s.get("identity", str, "a string")
+        issuer = s.get("issuer", str, "a string")
+        keyless = s.get("keyless", bool, "true or false", False)
+        trusted_root = s.path("trusted-root", base)
+        trust_config = s.path("trust-config", base)
+        if identity is not None or issuer is not None or keyless or trusted_root or trust_config:
+            if key is not None or pub is not None or generate:
+                raise PipelineConfigError(f"{s.where}: keyless signing ('identity', 'issuer', 'keyless') "
+                                          "cannot be combined with 'key', 'public-key' or 'generate'")
+            if identity is None or issuer is None:
+                raise PipelineConfigError(f"{s.where}: keyless signing needs both 'identity' and 'issuer' "
+                                          "(what the signature's certificate must name)")
+            if trust_config is not None and not keyless:
+                raise PipelineConfigError(f"{s.where}: 'trust-config' is for signing; it needs keyless = true")
+        elif key is None and not generate:
             if pub is None:
                 raise PipelineConfigError(f"{s.where}: give 'key' (private key to sign with), 'public-key' "
-                                          "(verify only) or generate = true")
+                                          "(verify only), generate = true, or 'identity' and 'issuer' (keyless)")
         if key is None and generate:
             key = state_dir / "signing" / "lock.key"
         if pub is None and key is not None:
             pub = key.with_suffix(".pub")
         s.finish()
-        signing = Signing(key=key, public_key=pub, generate=generate, signature=sig)
+        signing = Signing(key=key, public_key=pub, generate=generate, signature=sig, identity=identity,
+                          issuer=issuer, keyless=keyless, trusted_root=trusted_root, trust_config=trust_config)
 
     rootfs_mode = "unpack"
     if (r := t.table("rootfs")) is not None:
@@ -314,6 +339,6 @@ def bundle_pipeline(bundle: Path, inventory: dict, base: PipelineDef | None,
                               require_recipe=False)
     signing = base.signing
     if signing is not None:   # a bundle is read-only: verify its signature, never sign into it
-        signing = replace(signing, key=None, generate=False, signature=None)
+        signing = replace(signing, key=None, generate=False, signature=None, keyless=False)
     base = apply_overrides(base, state_dir=state_dir)
     return replace(base, recipe=None, lock_mode="bundle", lock_file=lock, signing=signing)

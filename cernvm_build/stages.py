@@ -143,7 +143,7 @@ class SignStage(Stage):
         s = ctx.definition.signing
         if s is None:
             return "no [signing] section"
-        if s.key is None and s.public_key is None:
+        if s.key is None and s.public_key is None and s.identity is None:
             return "no key configured"
         return None
 
@@ -164,24 +164,38 @@ class SignStage(Stage):
                 raise CernVMBuildError(f"[signing]: generate = true makes {key.with_suffix('.pub')}, "
                                        f"but public-key is {pub}")
             generate_key(key.parent, key.stem)
-        return {"lock": ctx.need("lock_digest"), "public_key": _digest_file(pub) if pub else None,
-                "private_key": str(key) if key else None, "signature": str(sig)}
+        inputs = {"lock": ctx.need("lock_digest"), "public_key": _digest_file(pub) if pub else None,
+                  "private_key": str(key) if key else None, "signature": str(sig)}
+        if s.identity is not None:     # keyless: who must have signed, under which roots
+            inputs.update(identity=s.identity, issuer=s.issuer, keyless_sign=s.keyless,
+                          trusted_root=_digest_file(s.trusted_root) if s.trusted_root else None)
+        return inputs
 
     def run(self, ctx: Context) -> dict[str, Any]:
         from .attest import sign_lock, verify_lock
 
+        s = ctx.definition.signing
         key, pub, sig = self._paths(ctx)
         lock = Path(ctx.need("lock_file"))
-        if key is None and not sig.exists():
-            raise CernVMBuildError(f"{sig}: no signature to verify the lock with, but [signing] names the public "
-                                   f"key {pub} (sign the lock, or remove [signing] to accept it unsigned)")
+        signing = key is not None or s.keyless
+        if not signing and not sig.exists():
+            trust = f"the public key {pub}" if pub else f"the keyless identity {s.identity}"
+            raise CernVMBuildError(f"{sig}: no signature to verify the lock with, but [signing] names {trust} "
+                                   "(sign the lock, or remove [signing] to accept it unsigned)")
         if key is not None:
             if not key.exists():
                 raise CernVMBuildError(f"signing key {key} does not exist (set generate = true to make one)")
             sign_lock(lock, key, sig)
-        v = verify_lock(lock, pub, sig)
+        if s.identity is not None:
+            from .keyless import KeylessIdentity, KeylessSigner
+
+            if s.keyless:
+                sign_lock(lock, out=sig, keyless=KeylessSigner(trust_config=s.trust_config))
+            v = verify_lock(lock, bundle=sig, identity=KeylessIdentity(s.identity, s.issuer, s.trusted_root))
+        else:
+            v = verify_lock(lock, pub, sig)
         return {"signature": str(sig), "signature_sha256": sha256_file(sig), "signer": v.key_id,
-                "signed": key is not None}
+                "signed": signing, "keyless": v.keyless}
 
     def outputs_valid(self, ctx: Context, outputs: dict[str, Any]) -> bool:
         try:
@@ -190,7 +204,8 @@ class SignStage(Stage):
             return False
 
     def describe(self, outputs: dict[str, Any], fresh: bool) -> str:
-        return ("signed and verified" if outputs["signed"] else "verified") + f", key {outputs['signer'][:16]}"
+        who = f"keyless, {outputs['signer']}" if outputs.get("keyless") else f"key {outputs['signer'][:16]}"
+        return ("signed and verified" if outputs["signed"] else "verified") + f", {who}"
 
 
 # ------------------------------------------------------------------------------------------------ fetch

@@ -284,3 +284,36 @@ def test_relock_job_verifies_keyless_signatures(instance, tmp_path):
     res = job("https://github.com/evil/fork/.github/workflows/x.yml@refs/heads/main")
     report = (tmp_path / "report.md").read_text()
     assert res.returncode == 1 and "signature check failed" in report and "SANs do not match" in report
+
+
+def test_pipeline_signs_keylessly_once_and_verifies_the_identity(debrepo, instance, tmp_path, capsys,
+                                                                 monkeypatch):
+    """[signing] identity/issuer/keyless in a pipeline definition: sign in CI, skip when unchanged."""
+    from tests.integration.test_build_pipeline import build, project, ran, status
+
+    fs, root, config = instance
+    for var in AMBIENT:
+        monkeypatch.delenv(var, raising=False)
+    monkeypatch.setenv("SIGSTORE_IDENTITY_TOKEN", fs.token(WORKFLOW))
+    p = project(tmp_path, debrepo, ["delta"])
+
+    template = p.read_text()
+    assert "[signing]\ngenerate = true\n" in template
+
+    def signing(identity: str, keyless: bool) -> None:
+        section = (f'[signing]\nidentity = "{identity}"\nissuer = "{fs.issuer}"\nkeyless = {str(keyless).lower()}\n'
+                   f'trusted-root = "{root}"\n' + (f'trust-config = "{config}"\n' if keyless else ""))
+        p.write_text(template.replace("[signing]\ngenerate = true\n", section))
+
+    signing(WORKFLOW, True)
+    before = len(fs.requests)
+    rc, res, err = build([str(p), "--until", "sign"], capsys)
+    assert rc == 0, err
+    assert ran(res) == ["lock", "sign"] and len(fs.requests) == before + 2
+    sign = next(s for s in res["stages"] if s["name"] == "sign")
+    assert f"keyless, {WORKFLOW}" in json.dumps(sign)
+    rc, res, err = build([str(p), "--until", "sign"], capsys)
+    assert rc == 0 and status(res)["sign"] == "unchanged" and len(fs.requests) == before + 2
+    signing("https://github.com/evil/fork/.github/workflows/x.yml@refs/heads/main", False)
+    rc, res, err = build([str(p), "--until", "sign"], capsys)
+    assert rc != 0 and "SANs do not match" in err and err.strip().count("\n") == 0, err

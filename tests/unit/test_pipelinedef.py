@@ -97,6 +97,12 @@ repo-url = "http://cvmfs.example.org/cvmfs/snap.example.org"
     ('[iso]\nboot-lock = "b.toml"\nrepo-url = "ftp://x/"\n', "[iso]: key 'repo-url' must start with http://"),
     ('[signing]\n', "[signing]: give 'key'"),
     ('[signing]\nkey = "k"\ngenrate = true\n', "[signing]: unknown key 'genrate'"),
+    ('[signing]\nidentity = "a@b.c"\n', "keyless signing needs both 'identity' and 'issuer'"),
+    ('[signing]\nkeyless = true\n', "keyless signing needs both 'identity' and 'issuer'"),
+    ('[signing]\nidentity = "a@b.c"\nissuer = "https://i"\ngenerate = true\n', "cannot be combined with 'key'"),
+    ('[signing]\nidentity = "a@b.c"\nissuer = "https://i"\ntrust-config = "c.json"\n',
+     "'trust-config' is for signing; it needs keyless = true"),
+    ('[signing]\nidentity = "a@b.c"\nissuer = "https://i"\nkeyless = "yes"\n', "key 'keyless' must be true or false"),
     ('rootfs = "install"\n', "key 'rootfs' must be a table"),
     ('name = "has space"\n', "key 'name' must be letters"),
 ])
