@@ -536,9 +536,13 @@ def init_repository(repo: str | os.PathLike, fqrn: str, keydir: str | os.PathLik
         store.create_layout()
         (tmp / ".cvmfs_master_replica").touch()
         store.put(b"")  # the empty object: every empty file and .cvmfscatalog marker points at it
-        root = Node(path="", mode=stat.S_IFDIR | 0o755, size=DIR_SIZE, mtime=now, children=[])
+        # The empty revision 1 is dated SOURCE_DATE_EPOCH or else 0, not the clock: the first snapshot's
+        # root catalog names it as previous_revision, so a clock here would make that snapshot's root
+        # hash depend on when the repository was created rather than only on its content and date.
+        empty_date = source_date_epoch(default=0)
+        root = Node(path="", mode=stat.S_IFDIR | 0o755, size=DIR_SIZE, mtime=empty_date, children=[])
         result = PublishResult(fqrn, 1, "", 0, TRUNK)
-        h, size, _ = _CatalogBuilder(store, {}, now, 1, ttl, result).build(root)
+        h, size, _ = _CatalogBuilder(store, {}, empty_date, 1, ttl, result).build(root)
         _write_whitelist(tmp, keys, whitelist_days)
         tags = advance([], Tag(TRUNK, h, 1, now, "", size))
         manifest = _commit(tmp, store, keys, h, size, 1, tags, None, now, ttl, durable=True)

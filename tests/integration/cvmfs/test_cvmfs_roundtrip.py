@@ -137,9 +137,18 @@ def test_snapshot_of_a_lock_needs_no_clock(keys, tmp_path, monkeypatch):
                                                        date="Tue, 14 Nov 2023 22:13:20 UTC"),))))
     tree = make_tree(tmp_path / "tree")
     hashes = []
+    import time as real_time
+    import types
+
+    import cernvm_build.cvmfs.publish as publish_module
+
     for i in range(2):
         r = tmp_path / f"repo{i}"
+        # the two repositories are created at clearly different wall-clock times
+        clock = types.SimpleNamespace(time=lambda: real_time.time() + 1000 * i, monotonic=real_time.monotonic)
+        monkeypatch.setattr(publish_module, "time", clock)
         init_repository(r, FQRN, keys)
+        monkeypatch.setattr(publish_module, "time", real_time)
         hashes.append(publish(tree, r, keys, PublishOptions(tag="snap", lock_file=lock, **SMALL)).root_hash)
         with Repository(r) as rr:
             assert rr.manifest.timestamp == 1700000000
