@@ -12,33 +12,48 @@ import sys
 
 from .errors import CernVMBuildError
 
-# Modules that define `register(subparsers)`; imported lazily only to build the parser.
-COMMAND_MODULES = [
-    "cernvm_build.commands.lock",
-    "cernvm_build.commands.attest",
-    "cernvm_build.commands.inspect",
-    "cernvm_build.commands.policy",
-    "cernvm_build.commands.build",
-    "cernvm_build.commands.cvmfs",
-    "cernvm_build.commands.pipeline",
-    "cernvm_build.commands.boot",
-]
+# Modules that define `register(subparsers)`, and the commands each registers: a command line that
+# names one of these builds only that module's part of the parser (tests keep the table exact).
+COMMANDS = {
+    "cernvm_build.commands.lock": ("lock", "show"),
+    "cernvm_build.commands.attest": ("key", "sign", "trusted-root", "verify"),
+    "cernvm_build.commands.inspect": ("diff", "graph", "sbom", "why"),
+    "cernvm_build.commands.policy": ("policy",),
+    "cernvm_build.commands.build": ("bundle", "fetch", "rootfs", "tree-digest"),
+    "cernvm_build.commands.cvmfs": ("cvmfs", "publish", "serve"),
+    "cernvm_build.commands.pipeline": ("build", "image"),
+    "cernvm_build.commands.boot": ("iso", "mount"),
+}
+COMMAND_MODULES = list(COMMANDS)
 
 
-def build_parser() -> argparse.ArgumentParser:
+def _command_word(argv: list[str]) -> str | None:
+    """The subcommand named on the command line (after global options), if any."""
+    for arg in argv:
+        if arg in ("-v", "-vv", "-vvv", "--verbose"):
+            continue
+        return arg
+    return None
+
+
+def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
+    """The parser; given ARGV naming a known command, only that command's module is imported."""
     parser = argparse.ArgumentParser(
         prog="cernvm-build",
         description="Reproducible OS snapshots: shopping list -> closure lock -> CernVM-FS -> boot ISO.",
     )
     parser.add_argument("-v", "--verbose", action="count", default=0, help="more logging (-vv for debug)")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
-    for name in COMMAND_MODULES:
+    word = _command_word(argv) if argv is not None else None
+    modules = [m for m, names in COMMANDS.items() if word in names] or COMMAND_MODULES
+    for name in modules:
         importlib.import_module(name).register(sub)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = build_parser()
+    argv = sys.argv[1:] if argv is None else argv
+    parser = build_parser(argv)
     args = parser.parse_args(argv)
     level = logging.WARNING - 10 * min(args.verbose, 2)
     logging.basicConfig(level=level, format="%(levelname)s: %(message)s", stream=sys.stderr)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
 import os
 import socket
 import stat
@@ -19,18 +18,9 @@ FQRN = "test.example.org"
 IS_ROOT = os.geteuid() == 0
 
 
-def cli_modules() -> list[str]:
-    """The CLI's command modules that exist on this branch (others may land concurrently)."""
-    from cernvm_build import cli
-
-    return [m for m in cli.COMMAND_MODULES if importlib.util.find_spec(m)]
-
-
 def run_cli(*args: str, env: dict | None = None, check: bool = True) -> subprocess.CompletedProcess:
     """Run `cernvm-build ARGS` in a subprocess (the real entry point, exit code and stderr)."""
-    code = ("import sys; from cernvm_build import cli; "
-            f"cli.COMMAND_MODULES = {cli_modules()!r}; sys.exit(cli.main(sys.argv[1:]))")
-    proc = subprocess.run([sys.executable, "-c", code, *map(str, args)], capture_output=True,
+    proc = subprocess.run([sys.executable, "-m", "cernvm_build.cli", *map(str, args)], capture_output=True,
                           env={**os.environ, **(env or {})}, timeout=300)
     if check and proc.returncode != 0:
         raise AssertionError(f"cernvm-build {' '.join(map(str, args))} failed ({proc.returncode}):\n"

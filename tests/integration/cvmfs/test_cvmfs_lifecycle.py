@@ -19,7 +19,7 @@ from cernvm_build.cvmfs.publish import FAULT_ENV, PublishOptions, publish, repos
 from cernvm_build.cvmfs.reader import Repository, verify_repository
 from cernvm_build.errors import CvmfsBusyError, CvmfsError
 
-from cvmfs_helpers import FQRN, assert_same_tree, cli_modules, run_cli
+from cvmfs_helpers import FQRN, assert_same_tree, run_cli
 
 SMALL = dict(chunk_size=256 * 1024, max_catalog_entries=40, min_catalog_entries=5, durable=False)
 
@@ -148,9 +148,7 @@ def test_second_publisher_fails_or_waits(repo, keys, tmp_path):
 
 
 def _publish_cmd(tree: Path, repo: Path, keys: Path, tag: str) -> list[str]:
-    code = ("import sys; from cernvm_build import cli; "
-            f"cli.COMMAND_MODULES = {cli_modules()!r}; sys.exit(cli.main(sys.argv[1:]))")
-    return [sys.executable, "-c", code, "publish", str(tree), "--repo", str(repo), "--keys", str(keys),
+    return [sys.executable, "-m", "cernvm_build.cli", "publish", str(tree), "--repo", str(repo), "--keys", str(keys),
             "--tag", tag, "--chunk-size", str(256 * 1024), "--max-catalog-entries", "40",
             "--min-catalog-entries", "5", "-j", "2"]
 

@@ -207,11 +207,7 @@ def test_serve_command_serves_a_repository(repo, keys, tmp_path):
     import sys
     import urllib.request
 
-    from cvmfs_helpers import cli_modules
-
-    code = ("import sys; from cernvm_build import cli; "
-            f"cli.COMMAND_MODULES = {cli_modules()!r}; sys.exit(cli.main(sys.argv[1:]))")
-    proc = subprocess.Popen([sys.executable, "-c", code, "serve", str(repo), "--port", "0"],
+    proc = subprocess.Popen([sys.executable, "-m", "cernvm_build.cli", "serve", str(repo), "--port", "0"],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     try:
         line = proc.stdout.readline().decode()
