@@ -15,6 +15,8 @@ OS_PACKAGES=(
   # boot ISO (issue 6): C client build deps, FUSE, initramfs/ISO tools, qemu for boot tests
   gcc libc6-dev pkg-config libfuse3-dev fuse3 libsqlite3-dev zlib1g-dev libssl-dev
   busybox-static xorriso isolinux syslinux-common e2fsprogs qemu-system-x86
+  # UEFI boot: GRUB EFI image on a FAT El Torito image; OVMF firmware for the UEFI boot test
+  grub-efi-amd64-bin mtools dosfstools ovmf
 )
 
 missing=()

@@ -1,5 +1,10 @@
-"""The boot ISO: isolinux (BIOS, hybrid MBR so it also boots from a USB stick), the lock's kernel and
-the initramfs, written by xorriso with every date and the volume UUID fixed by SOURCE_DATE_EPOCH.
+"""The boot ISO: the lock's kernel and the initramfs, bootable by BIOS and by UEFI, from a CD or (hybrid
+MBR + GPT) a USB stick, written by xorriso with every date and the volume UUID fixed by SOURCE_DATE_EPOCH.
+
+BIOS boots isolinux; UEFI boots a small GRUB image (El Torito EFI entry, a FAT image of ~0.5 MB) whose
+built-in script finds this ISO by a marker file named after the kernel and initramfs digests and loads
+the same /boot files isolinux does: the kernel and initramfs are stored once. The GRUB image is not
+signed, so UEFI Secure Boot must be off (as for any unsigned loader).
 """
 
 from __future__ import annotations
@@ -23,6 +28,12 @@ from .initramfs import DEFAULT_BUSYBOX, BootConfig, build_initramfs
 from .kernel import DEFAULT_MODULES, kernel_parts
 
 ISOLINUX_DIRS = (Path("/usr/lib/ISOLINUX"), Path("/usr/lib/syslinux/modules/bios"))
+GRUB_EFI_DIR = Path("/usr/lib/grub/x86_64-efi")
+# iso9660 + search: find this ISO; linux + boot: load and start it; part_*: a USB stick's tables;
+# efi_gop: hand the firmware's frame buffer to the kernel (console on a real screen)
+GRUB_MODULES = ("iso9660", "search", "search_fs_file", "linux", "boot", "part_msdos", "part_gpt", "efi_gop")
+EFI_IMAGE = "boot/grub/efi.img"
+EFI_IMAGE_KB = 512
 CONSOLE_ARGS = "console=tty0 console=ttyS0,115200"
 VOLUME_ID = "CERNVM_BOOT"
 
@@ -69,6 +80,48 @@ def isolinux_cfg(cmdline: str) -> str:
             f"  APPEND {cmdline}\n")
 
 
+def _grub_quote(word: str) -> str:
+    """One GRUB script word, verbatim: single quotes, with embedded ones closed and escaped."""
+    return "'" + word.replace("'", "'\\''") + "'"
+
+
+def grub_script(cmdline: str, marker: str) -> str:
+    """GRUB's built-in script: select the device holding MARKER, boot its kernel with CMDLINE."""
+    args = " ".join(_grub_quote(w) for w in cmdline.split())
+    return (f"search --no-floppy --set=root --file {marker}\n"
+            f"linux /boot/vmlinuz {args}\n"
+            "initrd /boot/initrd.img\n"
+            "boot\n")
+
+
+def _run(cmd: list[str], what: str, env: dict[str, str] | None = None) -> None:
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=env)
+    if proc.returncode != 0:
+        last = (proc.stderr.strip() or proc.stdout.strip()).splitlines()[-1:] or [str(proc.returncode)]
+        raise BootError(f"{what} failed: {last[0]}")
+
+
+def efi_image(dest: Path, script: str, epoch: int, work: Path) -> Path:
+    """A FAT image with EFI/BOOT/BOOTX64.EFI = GRUB with SCRIPT built in, byte-identical for one epoch."""
+    for tool, pkg in (("grub-mkimage", "grub-efi-amd64-bin"), ("mkfs.fat", "dosfstools"), ("mcopy", "mtools")):
+        if not shutil.which(tool) and not Path("/usr/sbin", tool).exists():
+            raise BootError(f"{tool} is not installed (package {pkg}; run tools/setup.sh)")
+    if not (GRUB_EFI_DIR / "linux.mod").is_file():
+        raise BootError(f"GRUB EFI modules not found in {GRUB_EFI_DIR} (install grub-efi-amd64-bin)")
+    cfg, efi = work / "grub-early.cfg", work / "BOOTX64.EFI"
+    cfg.write_text(script)
+    _run(["grub-mkimage", "-O", "x86_64-efi", "-d", str(GRUB_EFI_DIR), "-p", "/boot/grub", "-c", str(cfg),
+          "-o", str(efi), *GRUB_MODULES], "grub-mkimage")
+    os.utime(efi, (epoch, epoch))
+    env = {**os.environ, "SOURCE_DATE_EPOCH": str(epoch), "MTOOLS_SKIP_CHECK": "1"}
+    mkfs = shutil.which("mkfs.fat") or "/usr/sbin/mkfs.fat"
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    _run([mkfs, "-C", "--invariant", "-n", "CERNVM_EFI", str(dest), str(EFI_IMAGE_KB)], "mkfs.fat", env)
+    _run(["mmd", "-i", str(dest), "::/EFI", "::/EFI/BOOT"], "mmd", env)
+    _run(["mcopy", "-m", "-i", str(dest), str(efi), "::/EFI/BOOT/BOOTX64.EFI"], "mcopy", env)
+    return dest
+
+
 def _xorriso_date(epoch: int) -> str:
     return _dt.datetime.fromtimestamp(epoch, _dt.timezone.utc).strftime("%Y%m%d%H%M%S00")
 
@@ -99,6 +152,13 @@ def build_iso(out: str | Path, opts: IsoOptions) -> IsoResult:
         shutil.copyfile(_find("isolinux.bin"), stage / "isolinux" / "isolinux.bin")
         shutil.copyfile(_find("ldlinux.c32"), stage / "isolinux" / "ldlinux.c32")
         (stage / "isolinux" / "isolinux.cfg").write_text(isolinux_cfg(cmdline))
+        # UEFI: GRUB finds this very ISO by a marker named after what it boots
+        digest = hashlib.sha256((stage / "boot" / "vmlinuz").read_bytes()
+                                + (stage / "boot" / "initrd.img").read_bytes()).hexdigest()
+        marker = f"/boot/grub/cernvm-{digest[:16]}"
+        (stage / marker.lstrip("/")).parent.mkdir(parents=True, exist_ok=True)
+        (stage / marker.lstrip("/")).write_text("UEFI GRUB selects the device holding this file\n")
+        efi_image(stage / EFI_IMAGE, grub_script(cmdline, marker), epoch, Path(tmp))
         for p in sorted(stage.rglob("*"), reverse=True):
             os.utime(p, (epoch, epoch), follow_symlinks=False)
         os.utime(stage, (epoch, epoch))
@@ -107,6 +167,7 @@ def build_iso(out: str | Path, opts: IsoOptions) -> IsoResult:
             cmd = ["xorriso", "-as", "mkisofs", "-o", str(target), "-V", VOLUME_ID, "-R", "-l",
                    "-b", "isolinux/isolinux.bin", "-c", "isolinux/boot.cat", "-no-emul-boot",
                    "-boot-load-size", "4", "-boot-info-table", "-isohybrid-mbr", str(_find("isohdpfx.bin")),
+                   "-eltorito-alt-boot", "-e", EFI_IMAGE, "-no-emul-boot", "-isohybrid-gpt-basdat",
                    "--modification-date=" + _xorriso_date(epoch), "--set_all_file_dates",
                    "set_to_mtime", str(stage)]
             env = {**os.environ, "SOURCE_DATE_EPOCH": str(epoch)}

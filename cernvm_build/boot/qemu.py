@@ -16,6 +16,8 @@ from pathlib import Path
 from ..errors import BootError
 
 HOST_FROM_GUEST = "10.0.2.2"
+OVMF = (Path("/usr/share/ovmf/OVMF.fd"), Path("/usr/share/OVMF/OVMF.fd"))
+FIRMWARES = ("bios", "uefi")
 
 
 def accelerator() -> str:
@@ -47,6 +49,7 @@ class QemuOptions:
     memory_mb: int = 1024
     cpus: int = 2
     nic: str = "virtio-net-pci"
+    firmware: str = "bios"           # or "uefi": OVMF (package ovmf), Secure Boot off
     extra: list[str] = field(default_factory=list)
 
     def argv(self, serial: Path, monitor: Path | None = None) -> list[str]:
@@ -57,6 +60,13 @@ class QemuOptions:
         cmd = [qemu, "-accel", accelerator(), "-m", str(self.memory_mb), "-smp", str(self.cpus),
                "-display", "none", "-monitor", mon, "-serial", f"file:{serial}", "-no-reboot",
                "-netdev", "user,id=n0", "-device", f"{self.nic},netdev=n0"]
+        if self.firmware not in FIRMWARES:
+            raise BootError(f"firmware {self.firmware!r}: expected one of {', '.join(FIRMWARES)}")
+        if self.firmware == "uefi":
+            ovmf = next((f for f in OVMF if f.is_file()), None)
+            if ovmf is None:
+                raise BootError(f"UEFI firmware not found at {OVMF[0]} (install ovmf; run tools/setup.sh)")
+            cmd += ["-bios", str(ovmf)]
         if self.iso:
             cmd += ["-cdrom", str(self.iso), "-boot", "d"]
         if self.kernel:

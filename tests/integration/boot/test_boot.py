@@ -43,10 +43,12 @@ def _iso(tmp_path: Path, url: str, pubkey: Path, name: str = "boot.iso", **kw) -
     return build_iso(tmp_path / name, opts).path
 
 
-def test_boot_runs_the_snapshot_init_and_powers_off(served, keys, tmp_path):
+@pytest.mark.parametrize("firmware", ["bios", "uefi"])
+def test_boot_runs_the_snapshot_init_and_powers_off(served, keys, tmp_path, firmware):
+    """The same ISO boots by BIOS (isolinux) and by UEFI (OVMF -> GRUB EFI image -> same kernel)."""
     tree, url, lock, r = served
     iso = _iso(tmp_path, url, keys / f"{FQRN}.pub", tag="v1")
-    run = boot(QemuOptions(iso=iso), tmp_path / "serial.log", BOOT_TIMEOUT, MARKER)
+    run = boot(QemuOptions(iso=iso, firmware=firmware), tmp_path / "serial.log", BOOT_TIMEOUT, MARKER)
     assert run.exited, f"guest did not power off within {BOOT_TIMEOUT} s:\n{run.tail()}"
     out = run.console
     assert "SNAPSHOT-INIT: pid 1 running /sbin/init from the snapshot" in out, run.tail()
@@ -55,7 +57,9 @@ def test_boot_runs_the_snapshot_init_and_powers_off(served, keys, tmp_path):
     assert f"mounted {FQRN} revision {r.revision} tag v1 (root catalog {r.root_hash})" in out
     assert "overlay / overlay" in out and "/mnt/.ro fuse.cvmfs-mini ro" in out
     assert MARKER in out
-    print(f"boot to marker: {run.marker_seconds:.1f} s, total {run.seconds:.1f} s")
+    if firmware == "uefi":          # the kernel was started by GRUB through the EFI stub, not isolinux
+        assert "efi: EFI v" in out and "ISOLINUX" not in out, run.tail()
+    print(f"{firmware}: boot to marker: {run.marker_seconds:.1f} s, total {run.seconds:.1f} s")
 
 
 def test_boot_with_wrong_key_refuses_with_clear_message(served, tmp_path):

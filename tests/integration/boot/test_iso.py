@@ -68,6 +68,41 @@ def test_iso_small_and_deterministic(iso_pair):
     assert "console=tty0 console=ttyS0,115200" in first.cmdline
 
 
+def test_iso_boots_by_bios_and_uefi(iso_pair):
+    """El Torito lists isolinux (BIOS) and a FAT image with GRUB as EFI/BOOT/BOOTX64.EFI (UEFI); the
+    hybrid image has an MBR and a GPT whose EFI partition is that FAT image; GRUB's built-in script
+    loads the very /boot/vmlinuz and /boot/initrd.img isolinux does (stored once)."""
+    first, _, d = iso_pair
+    report = subprocess.run(["xorriso", "-indev", str(first.path), "-report_el_torito", "plain",
+                             "-report_system_area", "plain"], capture_output=True, text=True, check=True).stdout
+    assert "El Torito boot img :   1  BIOS  y   none" in report and "/isolinux/isolinux.bin" in report
+    assert "El Torito boot img :   2  UEFI  y   none" in report and "/boot/grub/efi.img" in report
+    # on a USB stick: the MBR's type-0xEF partition and a GPT entry are that same FAT image
+    assert "MBR partition path :   2  /boot/grub/efi.img" in report and " 0xef " in report
+    assert "GPT partition path :   2  /boot/grub/efi.img" in report
+    efi = extract_from_iso(first.path, "/boot/grub/efi.img", d / "efi.img")
+    listing = subprocess.run(["mdir", "-i", str(efi), "-b", "::/EFI/BOOT"], capture_output=True, text=True,
+                             check=True, env={"MTOOLS_SKIP_CHECK": "1", "PATH": "/usr/bin:/bin"}).stdout
+    assert listing.split() == ["::/EFI/BOOT/BOOTX64.EFI"]
+    grub = subprocess.run(["mtype", "-i", str(efi), "::/EFI/BOOT/BOOTX64.EFI"], capture_output=True,
+                          check=True, env={"MTOOLS_SKIP_CHECK": "1", "PATH": "/usr/bin:/bin"}).stdout
+    assert grub[:2] == b"MZ" and efi.stat().st_size <= 1 << 20
+    assert b"linux /boot/vmlinuz 'console=tty0' 'console=ttyS0,115200'" in grub
+    assert b"initrd /boot/initrd.img" in grub
+    marker = grub.split(b"search --no-floppy --set=root --file ")[1].split(b"\n")[0].decode()
+    digest = hashlib.sha256(extract_from_iso(first.path, "/boot/vmlinuz", d / "vmlinuz").read_bytes()
+                            + extract_from_iso(first.path, "/boot/initrd.img", d / "initrd").read_bytes())
+    assert marker == f"/boot/grub/cernvm-{digest.hexdigest()[:16]}"
+    extract_from_iso(first.path, marker, d / "marker")
+
+
+def test_grub_script_quotes_every_argument():
+    from cernvm_build.boot.iso import grub_script
+
+    script = grub_script("console=ttyS0 cvmfs.url=http://h:1/x;reboot it's", "/boot/grub/cernvm-0")
+    assert "linux /boot/vmlinuz 'console=ttyS0' 'cvmfs.url=http://h:1/x;reboot' 'it'\\''s'\n" in script
+
+
 def test_initramfs_in_iso_has_client_libraries_keys_modules(iso_pair, boot_kernel, session_keys):
     first, _, d = iso_pair
     initrd = extract_from_iso(first.path, "/boot/initrd.img", d / "initrd.img")
