@@ -119,14 +119,17 @@ def test_unmodified_iso_boots_bookworm_minimal_systemd_to_login(tmp_path):
     try:
         iso = _iso(tmp_path, f"http://{HOST_FROM_GUEST}:{server.port}", keydir / "os.example.org.pub",
                    tag="bookworm-minimal")
-        run = boot(QemuOptions(iso=iso), tmp_path / "serial.log", 600, "login:", stop_at_marker=True)
+        for firmware in ("bios", "uefi"):     # the same ISO, booted by both firmwares
+            server.reset()
+            run = boot(QemuOptions(iso=iso, firmware=firmware), tmp_path / f"serial-{firmware}.log", 600,
+                       "login:", stop_at_marker=True)
+            out = run.console
+            assert run.marker_seconds is not None, f"{firmware}: no login prompt within 600 s:\n{run.tail()}"
+            assert f"root catalog {r.root_hash}" in out and "Debian GNU/Linux 12" in out
+            assert "Started serial-getty@ttyS0" in out.replace("\x1b[0;1;39m", "")
+            assert "FAILED" not in out, [ln for ln in out.splitlines() if "FAILED" in ln]
+            assert server.bytes < repo_bytes(repo) / 4, "the boot should fetch a small part of the snapshot"
+            print(f"{firmware}: stages {stages}; login prompt after {run.marker_seconds:.1f} s; fetched "
+                  f"{server.bytes / 1e6:.1f} MB in {server.requests} requests of {repo_bytes(repo) / 1e6:.1f} MB")
     finally:
         server.shutdown()
-    out = run.console
-    assert run.marker_seconds is not None, f"no login prompt within 600 s:\n{run.tail()}"
-    assert f"root catalog {r.root_hash}" in out and "Debian GNU/Linux 12" in out
-    assert "Started serial-getty@ttyS0" in out.replace("\x1b[0;1;39m", "")
-    assert "FAILED" not in out, [ln for ln in out.splitlines() if "FAILED" in ln]
-    assert server.bytes < repo_bytes(repo) / 4, "the boot should fetch a small part of the snapshot"
-    print(f"stages {stages}; login prompt after {run.marker_seconds:.1f} s; fetched {server.bytes / 1e6:.1f} MB "
-          f"in {server.requests} requests of {repo_bytes(repo) / 1e6:.1f} MB")
