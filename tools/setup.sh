@@ -17,6 +17,8 @@ OS_PACKAGES=(
   busybox-static xorriso isolinux syslinux-common e2fsprogs qemu-system-x86
   # UEFI boot: GRUB EFI image on a FAT El Torito image; OVMF firmware for the UEFI boot test
   grub-efi-amd64-bin mtools dosfstools ovmf
+  # file capabilities: setcap/getcap check our security.capability bytes against libcap
+  libcap2-bin
 )
 
 missing=()

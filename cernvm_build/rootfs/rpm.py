@@ -9,6 +9,12 @@ install: one `rpm --root DEST --install` transaction of every locked file, scrip
 included (they run chrooted, so this needs root), with /proc and the basic /dev nodes present only
 for the transaction.
 
+rpm is hermetic here: only rpm's own rpmrc and macro files are read (not /etc/rpmrc, /etc/rpm/macros*,
+~/.rpmrc or ~/.rpmmacros, where a host setting such as %_netsharedpath or %_excludedocs would silently
+change the tree), the values that decide which files land are defined explicitly, and no rpm plugin
+(SELinux labels, ...) runs. Unpack mode writes each file's capabilities from the header (the payload
+has none) as rpm --install does; that needs root, as setting security.capability does.
+
 The database path is pinned to /var/lib/rpm (Debian's rpm defaults to ~/.rpmdb): query a tree with
 `rpm --root DEST --dbpath /var/lib/rpm -qa`. The database is deterministic: rpm 4.18 takes
 INSTALLTIME/INSTALLTID from SOURCE_DATE_EPOCH, and two builds give a byte-identical rpmdb.sqlite once
@@ -32,16 +38,28 @@ from typing import Callable, Iterator
 
 from ..closure import Closure, LockedPackage
 from ..errors import RootfsError
-from .safety import SafeTree
+from .filecaps import XATTR as CAP_XATTR
+from .filecaps import encode as encode_caps
+from .filecaps import rpm_file_caps
+from .safety import SafeTree, member_parts
 
 log = logging.getLogger(__name__)
 
 DBPATH = "/var/lib/rpm"
+RPM_LIB = "/usr/lib/rpm"
+# rpm's own configuration only: never the host administrator's or the user's
+RCFILES = f"{RPM_LIB}/rpmrc"
+MACROFILES = f"{RPM_LIB}/macros:{RPM_LIB}/platform/%{{_target}}/macros"
+# the settings that decide which files an install writes, stated rather than inherited
+DEFINES = (("_install_langs", "all"), ("_excludedocs", "0"), ("_netsharedpath", "%{nil}"))
 
 
 def rpm_base(root: Path) -> list[str]:
-    """rpm aimed at the tree, independent of the host's own database location."""
-    return ["rpm", "--root", str(root), "--dbpath", DBPATH]
+    """rpm aimed at the tree, independent of the host's database location and configuration."""
+    cmd = ["rpm", "--rcfile", RCFILES, "--macros", MACROFILES, "--root", str(root), "--dbpath", DBPATH]
+    for name, value in DEFINES:
+        cmd += ["--define", f"{name} {value}"]
+    return cmd
 
 
 def rpm_env(sde: int) -> dict[str, str]:
@@ -131,10 +149,14 @@ def unpack_all(tree: SafeTree, order: list[LockedPackage], files: dict[str, Path
     workdir.mkdir(parents=True, exist_ok=True)
     listings: dict[str, list[str]] = {}
 
-    def prepare(i: int, p: LockedPackage) -> Path:
-        return payload_tar(files[p.name], workdir / f"{i}.tar", f"{p.name} {p.evr}")
+    skipped_caps: list[str] = []
 
-    def consume(i: int, p: LockedPackage, tar: Path) -> None:
+    def prepare(i: int, p: LockedPackage) -> tuple[Path, list[tuple[str, str]]]:
+        what = f"{p.name} {p.evr}"
+        return payload_tar(files[p.name], workdir / f"{i}.tar", what), rpm_file_caps(str(files[p.name]), what)
+
+    def consume(i: int, p: LockedPackage, prepared: tuple[Path, list[tuple[str, str]]]) -> None:
+        tar, caps = prepared
         try:
             if tar.stat().st_size == 0:     # a package without files: rpm2archive writes nothing
                 listings[p.name] = []
@@ -143,9 +165,37 @@ def unpack_all(tree: SafeTree, order: list[LockedPackage], files: dict[str, Path
                 listings[p.name] = tree.extract(f, f"{p.name} {p.evr}")
         finally:
             tar.unlink(missing_ok=True)
+        skipped_caps.extend(apply_file_caps(tree, caps, f"{p.name} {p.evr}"))
 
     in_order_ahead(order, prepare, consume, jobs, lookahead)
+    if skipped_caps:
+        tree.warn(f"file capabilities of {len(skipped_caps)} files not set (security.capability needs root): "
+                  + ", ".join(skipped_caps[:5]))
     return listings
+
+
+def apply_file_caps(tree: SafeTree, caps: list[tuple[str, str]], what: str) -> list[str]:
+    """Set each file's security.capability (after its owner and mode: a chown clears it); returns the
+    files left without because we are not root."""
+    skipped = []
+    for name, text in caps:
+        data = encode_caps(text)
+        if not data:
+            continue
+        mwhat = f"{what}: {name}"
+        parts = member_parts(name.lstrip("/"), mwhat)
+        path = tree.resolve_dir(parts[:-1], mwhat, create=False) / parts[-1]
+        try:
+            st = os.lstat(path)
+        except FileNotFoundError:
+            raise RootfsError(f"{mwhat}: has file capabilities but is not in the payload") from None
+        if not stat.S_ISREG(st.st_mode):
+            raise RootfsError(f"{mwhat}: file capabilities on something that is not a regular file")
+        if not tree.as_root:
+            skipped.append(name)
+            continue
+        os.setxattr(path, CAP_XATTR, data, follow_symlinks=False)
+    return skipped
 
 
 # ---- install -------------------------------------------------------------------------------------
@@ -190,7 +240,7 @@ def install(root: Path, order: list[LockedPackage], files: dict[str, Path], sde:
     # --nosignature: every file given here came from the package store, which admitted it only after
     # its size and sha256 matched the lock (and the lock pins the signed repomd.xml it was resolved
     # against). rpm still checks each package's own digests.
-    cmd = rpm_base(root) + ["--install", "--nosignature", *(str(files[p.name]) for p in order)]
+    cmd = rpm_base(root) + ["--install", "--nosignature", "--noplugins", *(str(files[p.name]) for p in order)]
     made_proc = not os.path.lexists(root / "proc")
     with transaction_dev(root), mounted_proc(root):
         _run(cmd, sde, "rpm --install")
@@ -204,6 +254,7 @@ def record_database(root: Path, order: list[LockedPackage], files: dict[str, Pat
 
     --nosignature for the same reason as in install(): the files were verified against the lock."""
     cmd = rpm_base(root) + ["--install", "--justdb", "--noscripts", "--notriggers", "--nosignature",
+                            "--noplugins",
                             *(str(files[p.name]) for p in order)]
     _run(cmd, sde, "rpm --justdb --install")
 

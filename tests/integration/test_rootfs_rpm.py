@@ -37,6 +37,9 @@ def repo(tmp_path_factory: pytest.TempPathFactory):
         Pkg("scripted", arch="noarch", spec="scripted", requires=("app",), post_lua=POST),
         Pkg("evil-link", arch="noarch", spec="evil1", symlinks=(("/opt/escape", str(escape)),)),
         Pkg("evil-file", arch="noarch", spec="evil2", requires=("evil-link",), files=("/opt/escape/pwned",)),
+        Pkg("capped", arch="noarch", spec="capped", files=("/usr/bin/pinger", "/usr/bin/tracer", "/usr/bin/plain"),
+            caps=(("/usr/bin/pinger", "cap_net_raw=ep"),
+                  ("/usr/bin/tracer", "cap_chown+ei cap_net_admin,cap_sys_ptrace+ep"))),
     )
     r = build_fixture(root / "fx", extra)
     try:
@@ -166,3 +169,46 @@ def test_rpm_bundle_respawns_offline(repo, tmp_path, capsys):
     assert main(["lock", str(recipe), "-o", str(again), "--cache", str(tmp_path / "md2"), "-q"]) == 0
     assert ({(p.name, p.evr, p.sha256, p.location) for p in read_lock(again).packages}
             == {(p.name, p.evr, p.sha256, p.location) for p in closure.packages})
+
+
+@needs_root
+def test_file_capabilities_same_in_unpack_and_install_mode(repo, tmp_path):
+    """%caps from the rpm header land as security.capability in both modes, byte for byte as rpm
+    (libcap) writes them, and survive into the tree digest."""
+    r, _ = repo
+    lock = _lock(r, tmp_path, ["capped"])
+    trees = {m: _rootfs(lock, tmp_path / m, tmp_path / "cache", m) for m in ("unpack", "install")}
+    for name, text in (("pinger", "cap_net_raw=ep"), ("tracer", "cap_chown=ei cap_net_admin,cap_sys_ptrace+ep")):
+        got = {m: os.getxattr(t / "usr/bin" / name, "security.capability") for m, t in trees.items()}
+        assert got["unpack"] == got["install"], name
+        shown = subprocess.run(["getcap", str(trees["unpack"] / "usr/bin" / name)], capture_output=True,
+                               text=True, check=True).stdout
+        assert shown.split(maxsplit=1)[1].strip() == text, shown      # libcap's reading of our bytes
+    with pytest.raises(OSError):
+        os.getxattr(trees["unpack"] / "usr/bin/plain", "security.capability")
+    lines = {m: [ln for ln in iter_entries(t) if ln.startswith("usr/bin/pinger")] for m, t in trees.items()}
+    assert lines["unpack"] == lines["install"] and "security.capability=0100000200200000" in lines["unpack"][0]
+
+
+@needs_root
+def test_install_mode_ignores_host_rpm_configuration(repo, tmp_path):
+    """A host /etc/rpm/macros.* (here: %_netsharedpath /usr/share, %_excludedocs 1) must not change
+    the tree: rpm is given only its own rpmrc and macros."""
+    r, _ = repo
+    lock = _lock(r, tmp_path, ["app"])
+    clean = _rootfs(lock, tmp_path / "clean", tmp_path / "cache", "install")
+    etc = Path("/etc/rpm")
+    made_dir = not etc.exists()
+    host = etc / "macros.zz-cernvm-build-test"
+    etc.mkdir(exist_ok=True)
+    host.write_text("%_netsharedpath /usr/share\n%_excludedocs 1\n%_install_langs C\n")
+    try:
+        assert subprocess.run(["rpm", "--eval", "%{_netsharedpath}"], capture_output=True, text=True,
+                              check=True).stdout.strip() == "/usr/share"     # the host rpm does see it
+        dirty = _rootfs(lock, tmp_path / "dirty", tmp_path / "cache", "install")
+    finally:
+        host.unlink()
+        if made_dir:
+            etc.rmdir()
+    assert (dirty / "usr/share/app/app.txt").is_file()
+    assert tree_digest(dirty) == tree_digest(clean)

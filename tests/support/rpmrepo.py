@@ -41,6 +41,7 @@ class Pkg:
     spec: str = ""                       # packages with the same (epoch, version, release, spec) share a spec
     symlinks: tuple[tuple[str, str], ...] = ()   # (absolute path, target) shipped as symlinks
     post_lua: str = ""                   # a %post scriptlet in rpm's built-in Lua (needs no /bin/sh)
+    caps: tuple[tuple[str, str], ...] = ()       # (file among `files`, libcap text) as %caps(TEXT) FILE
 
     @property
     def nevra(self) -> str:
@@ -113,7 +114,8 @@ def _spec(group: list[Pkg]) -> str:
         if p.post_lua:
             lines += ["%post -p <lua>" if i == 0 else f"%post -n {p.name} -p <lua>", p.post_lua]
         lines.append("%files" if i == 0 else f"%files -n {p.name}")
-        lines.extend(p.files or (f"/usr/share/{p.name}/{p.name}.txt",))
+        caps = dict(p.caps)
+        lines.extend(f"%caps({caps[f]}) {f}" if f in caps else f for f in p.files or (f"/usr/share/{p.name}/{p.name}.txt",))
         lines.extend(link for link, _ in p.symlinks)
     return "\n".join(lines) + "\n"
 
