@@ -183,14 +183,7 @@ def apply_file_caps(tree: SafeTree, caps: list[tuple[str, str]], what: str) -> l
         if not data:
             continue
         mwhat = f"{what}: {name}"
-        parts = member_parts(name.lstrip("/"), mwhat)
-        path = tree.resolve_dir(parts[:-1], mwhat, create=False) / parts[-1]
-        try:
-            st = os.lstat(path)
-        except FileNotFoundError:
-            raise RootfsError(f"{mwhat}: has file capabilities but is not in the payload") from None
-        if not stat.S_ISREG(st.st_mode):
-            raise RootfsError(f"{mwhat}: file capabilities on something that is not a regular file")
+        path = tree.regular_file(member_parts(name.lstrip("/"), mwhat), mwhat, "the file with capabilities")
         if not tree.as_root:
             skipped.append(name)
             continue

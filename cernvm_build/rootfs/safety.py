@@ -93,6 +93,17 @@ class SafeTree:
             cur.append(comp)
         return self.root.joinpath(*cur)
 
+    def regular_file(self, parts: tuple[str, ...], what: str, role: str) -> Path:
+        """An already extracted regular file of the tree (its parents resolved safely, itself not followed)."""
+        path = self.resolve_dir(parts[:-1], f"{what} ({role})", create=False) / parts[-1]
+        try:
+            st = os.lstat(path)
+        except FileNotFoundError:
+            raise RootfsError(f"{what}: {role} was not extracted") from None
+        if not stat.S_ISREG(st.st_mode):
+            raise RootfsError(f"{what}: {role} is not a regular file; refused")
+        return path
+
     # -- extraction --------------------------------------------------------------------------------
     def _remove_existing(self, path: Path, what: str) -> None:
         try:
@@ -164,13 +175,7 @@ class SafeTree:
                     lparts = member_parts(m.linkname, f"{mwhat} (hard link target)")
                     if not lparts:
                         raise RootfsError(f"{mwhat}: hard link to the root; refused")
-                    src = self.resolve_dir(lparts[:-1], f"{mwhat} (hard link target)", create=False) / lparts[-1]
-                    try:
-                        sst = os.lstat(src)
-                    except FileNotFoundError:
-                        raise RootfsError(f"{mwhat}: hard link target {m.linkname!r} was not extracted") from None
-                    if not stat.S_ISREG(sst.st_mode):
-                        raise RootfsError(f"{mwhat}: hard link target {m.linkname!r} is not a regular file; refused")
+                    src = self.regular_file(lparts, mwhat, f"hard link target {m.linkname!r}")
                     self._remove_existing(path, mwhat)
                     os.link(src, path, follow_symlinks=False)
                 elif m.ischr() or m.isblk() or m.isfifo():
