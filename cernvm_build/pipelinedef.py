@@ -91,6 +91,7 @@ class IsoTarget:
     boot_lock: Path
     repo_url: str
     output: Path
+    client_lock: Path | None = None      # busybox, client libraries and compiler from a lock (root)
     extra: dict[str, Any] = field(default_factory=dict)
 
 
@@ -260,7 +261,8 @@ def parse_pipeline(data: dict, where: str, base: Path, recipe_name: str | None =
     if (b := t.table("iso")) is not None:
         iso = IsoTarget(boot_lock=b.path("boot-lock", base, required=True),
                         repo_url=b.get("repo-url", str, "a URL (string)", required=True),
-                        output=b.path("output", base, state_dir / "iso" / f"{name}.iso"))
+                        output=b.path("output", base, state_dir / "iso" / f"{name}.iso"),
+                        client_lock=b.path("client-lock", base))
         if not re.match(r"^(https?|file)://", iso.repo_url):
             raise PipelineConfigError(f"{b.where}: key 'repo-url' must start with http://, https:// or file://")
         b.finish()

@@ -372,6 +372,7 @@ class IsoRequest:
     output: Path
     cache_dir: Path | None
     offline: bool
+    client_lock: Path | None = None   # the initramfs's user space from this lock instead of the host
 
 
 BOOT_ISO_MODULE = "cernvm_build.boot.iso"
@@ -397,7 +398,8 @@ def call_build_iso(build_iso: Callable[..., Any], req: IsoRequest) -> Path:
 
         opts = IsoOptions(boot_lock=Path(req.boot_lock), repo_url=req.repo_url, pubkeys=[Path(req.public_key)],
                           tag=req.tag, cache_root=Path(req.cache_dir) if req.cache_dir else None,
-                          fetch=FetchOptions(offline=req.offline))
+                          fetch=FetchOptions(offline=req.offline),
+                          client_lock=Path(req.client_lock) if req.client_lock else None)
         result = build_iso(req.output, opts)
     else:                      # a stand-in taking the request's fields (tests of the seam)
         result = build_iso(**asdict(req))
@@ -419,12 +421,14 @@ class IsoStage(Stage):
         i = ctx.definition.iso
         return IsoRequest(boot_lock=i.boot_lock, repo_url=i.repo_url, fqrn=ctx.need("fqrn"), tag=ctx.need("tag"),
                           root_hash=ctx.need("root_hash"), public_key=Path(ctx.need("cvmfs_pubkey")),
-                          output=i.output, cache_dir=ctx.definition.cache_dir, offline=ctx.offline)
+                          output=i.output, cache_dir=ctx.definition.cache_dir, offline=ctx.offline,
+                          client_lock=i.client_lock)
 
     def inputs(self, ctx: Context) -> dict[str, Any]:
         req = self._request(ctx)
         return {**{k: str(v) for k, v in asdict(req).items()}, "boot_lock": _digest_file(req.boot_lock),
-                "public_key": _digest_file(req.public_key), "builder": __version__}
+                "public_key": _digest_file(req.public_key), "builder": __version__,
+                "client_lock": _digest_file(req.client_lock) if req.client_lock else None}
 
     def run(self, ctx: Context) -> dict[str, Any]:
         path = call_build_iso(iso_builder(), self._request(ctx))

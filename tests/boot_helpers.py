@@ -12,6 +12,7 @@ from cvmfs_helpers import FQRN  # noqa: F401
 
 ROOT = Path(__file__).resolve().parents[1]
 BOOT_LOCK = ROOT / "closures" / "debian-bookworm-minimal.lock.toml"
+CLIENT_LOCK = ROOT / "closures" / "boot-client.lock.toml"
 MARKER = "CERNVM-BOOT-OK"
 
 SNAPSHOT_INIT = """#!/bin/sh

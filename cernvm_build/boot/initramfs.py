@@ -177,8 +177,10 @@ class InitramfsResult:
 
 
 def build_archive(kernel: KernelParts, client: Path, pubkeys: list[Path], config: BootConfig,
-                  busybox: Path = DEFAULT_BUSYBOX, mtime: int | None = None) -> Archive:
-    """The initramfs tree (before compression)."""
+                  busybox: Path = DEFAULT_BUSYBOX, mtime: int | None = None,
+                  libraries: tuple[tuple[str, Path], ...] | None = None) -> Archive:
+    """The initramfs tree (before compression). LIBRARIES: (path in the initramfs, file to read) for
+    the client's shared libraries; default: what the host's ldd says."""
     if not pubkeys:
         raise BootError("the initramfs needs at least one master public key")
     _check_static(busybox)
@@ -192,8 +194,10 @@ def build_archive(kernel: KernelParts, client: Path, pubkeys: list[Path], config
         if applet != "bin/busybox":
             a.symlink(applet, "/bin/busybox")
     a.file("sbin/cvmfs-mini", client.read_bytes(), 0o755)
-    for lib in shared_libraries(client):
-        a.file(str(lib), lib.resolve().read_bytes(), 0o755)
+    if libraries is None:
+        libraries = tuple((str(lib).lstrip("/"), lib.resolve()) for lib in shared_libraries(client))
+    for name, source in libraries:
+        a.file(name, source.read_bytes(), 0o755)
     for i, key in enumerate(sorted(pubkeys, key=lambda p: p.name)):
         name = key.name if key.name.endswith(".pub") else f"{key.name}.pub"
         a.file(f"etc/cvmfs/keys/{name}", key.read_bytes())
@@ -211,9 +215,10 @@ def build_archive(kernel: KernelParts, client: Path, pubkeys: list[Path], config
 
 
 def build_initramfs(dest: str | Path, kernel: KernelParts, client: Path, pubkeys: list[Path], config: BootConfig,
-                    busybox: Path = DEFAULT_BUSYBOX, mtime: int | None = None) -> InitramfsResult:
+                    busybox: Path = DEFAULT_BUSYBOX, mtime: int | None = None,
+                    libraries: tuple[tuple[str, Path], ...] | None = None) -> InitramfsResult:
     """Write the compressed initramfs to DEST atomically."""
-    a = build_archive(kernel, client, pubkeys, config, busybox, mtime)
+    a = build_archive(kernel, client, pubkeys, config, busybox, mtime, libraries)
     raw = a.cpio()
     data = compress_xz(raw)
     with atomic_path(dest) as tmp:

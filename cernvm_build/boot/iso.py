@@ -23,7 +23,6 @@ from ..closure import read_lock
 from ..errors import BootError
 from ..fetch import FetchOptions
 from ..fsutil import atomic_path, source_date_epoch
-from . import client as client_mod
 from .initramfs import DEFAULT_BUSYBOX, BootConfig, build_initramfs
 from .kernel import DEFAULT_MODULES, kernel_parts
 
@@ -59,6 +58,7 @@ class IsoOptions:
     cache_mb: int = 2048
     error_timeout: int = 60
     busybox: Path = DEFAULT_BUSYBOX
+    client_lock: Path | None = None       # busybox, client libraries and the compiler from this lock
     cache_root: Path | None = None
     fetch: FetchOptions = field(default_factory=FetchOptions)
 
@@ -72,6 +72,7 @@ class IsoResult:
     kernel_size: int
     initramfs_size: int
     cmdline: str
+    user_space: str = "host"              # where busybox, the client and its libraries came from
 
 
 def isolinux_cfg(cmdline: str) -> str:
@@ -136,7 +137,10 @@ def build_iso(out: str | Path, opts: IsoOptions) -> IsoResult:
     closure = read_lock(opts.boot_lock)
     kernel = kernel_parts(closure, opts.modules, cache_root=cache_root, kernel_package=opts.kernel_package,
                           fetch_options=opts.fetch)
-    binary = client_mod.build_client(cache_root)
+    from . import toolchain
+
+    user = (toolchain.from_lock(Path(opts.client_lock), cache_root, opts.fetch) if opts.client_lock
+            else toolchain.from_host(cache_root, opts.busybox))
     epoch = source_date_epoch(0)
     config = BootConfig(repo_url=opts.repo_url, tag=opts.tag, root_hash=opts.root_hash,
                         scratch_label=opts.scratch_label, cache_mb=opts.cache_mb, error_timeout=opts.error_timeout)
@@ -147,8 +151,8 @@ def build_iso(out: str | Path, opts: IsoOptions) -> IsoResult:
         (stage / "boot").mkdir(parents=True)
         (stage / "isolinux").mkdir()
         shutil.copyfile(kernel.vmlinuz, stage / "boot" / "vmlinuz")
-        initrd = build_initramfs(stage / "boot" / "initrd.img", kernel, binary, opts.pubkeys, config,
-                                 opts.busybox, epoch)
+        initrd = build_initramfs(stage / "boot" / "initrd.img", kernel, user.client, opts.pubkeys, config,
+                                 user.busybox, epoch, user.libraries)
         shutil.copyfile(_find("isolinux.bin"), stage / "isolinux" / "isolinux.bin")
         shutil.copyfile(_find("ldlinux.c32"), stage / "isolinux" / "ldlinux.c32")
         (stage / "isolinux" / "isolinux.cfg").write_text(isolinux_cfg(cmdline))
@@ -176,4 +180,4 @@ def build_iso(out: str | Path, opts: IsoOptions) -> IsoResult:
                 raise BootError(f"xorriso failed: {proc.stderr.strip().splitlines()[-1:] or proc.returncode}")
     data = out.read_bytes()
     return IsoResult(out, len(data), hashlib.sha256(data).hexdigest(), kernel.version,
-                     kernel.vmlinuz.stat().st_size, initrd.size, cmdline)
+                     kernel.vmlinuz.stat().st_size, initrd.size, cmdline, user.origin)

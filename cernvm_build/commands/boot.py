@@ -36,6 +36,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--append", default="", help="extra kernel command-line arguments")
     p.add_argument("--module", action="append", default=[], help="extra kernel module for the initramfs")
     p.add_argument("--kernel-package", help="kernel package name when the lock has several")
+    p.add_argument("--client-lock", type=Path,
+                   help="take busybox, the client's libraries and the compiler from this lock "
+                        "(recipes/boot-client.toml; needs root) instead of the build host")
     p.add_argument("--scratch-label", default="CVMSCRATCH", help="label of the ext4 scratch disk (cache + writes)")
     p.add_argument("--cache-size", type=int, default=2048, metavar="MB", help="client cache limit on the scratch disk")
     p.add_argument("--error-timeout", type=int, default=60, metavar="S",
@@ -73,10 +76,11 @@ def _iso(args: argparse.Namespace) -> int:
                       root_hash=args.root_hash, append=args.append,
                       modules=tuple(dict.fromkeys([*DEFAULT_MODULES, *args.module])),
                       kernel_package=args.kernel_package, scratch_label=args.scratch_label,
-                      cache_mb=args.cache_size, error_timeout=args.error_timeout,
+                      cache_mb=args.cache_size, error_timeout=args.error_timeout, client_lock=args.client_lock,
                       fetch=FetchOptions(mirrors=tuple(args.mirror), offline=args.offline))
     r = build_iso(args.output, opts)
     print(f"wrote {r.path}: {r.size / 2**20:.1f} MiB (kernel {r.kernel_version} {r.kernel_size / 2**20:.1f} MiB, "
           f"initramfs {r.initramfs_size / 2**20:.1f} MiB) sha256 {r.sha256}")
     print(f"kernel command line: {r.cmdline}")
+    print(f"busybox, client and libraries from: {r.user_space}")
     return 0

@@ -20,7 +20,7 @@ from cernvm_build.cvmfs.keys import create_keys
 from cernvm_build.cvmfs.publish import PublishOptions, publish
 from cernvm_build.cvmfs.serve import serve_in_thread
 
-from boot_helpers import BOOT_LOCK, FQRN, MARKER, fetch_options, make_boot_tree
+from boot_helpers import BOOT_LOCK, CLIENT_LOCK, FQRN, MARKER, fetch_options, make_boot_tree
 
 pytestmark = [pytest.mark.boot, pytest.mark.skipif(not shutil.which("qemu-system-x86_64"), reason="no qemu")]
 BOOT_TIMEOUT = 240
@@ -43,11 +43,15 @@ def _iso(tmp_path: Path, url: str, pubkey: Path, name: str = "boot.iso", **kw) -
     return build_iso(tmp_path / name, opts).path
 
 
-@pytest.mark.parametrize("firmware", ["bios", "uefi"])
-def test_boot_runs_the_snapshot_init_and_powers_off(served, keys, tmp_path, firmware):
-    """The same ISO boots by BIOS (isolinux) and by UEFI (OVMF -> GRUB EFI image -> same kernel)."""
+@pytest.mark.parametrize("firmware, user_space", [("bios", "host"), ("uefi", "host"), ("bios", "lock")])
+def test_boot_runs_the_snapshot_init_and_powers_off(served, keys, tmp_path, firmware, user_space):
+    """The same ISO boots by BIOS (isolinux) and by UEFI (OVMF -> GRUB EFI image -> same kernel); with
+    --client-lock, busybox, the client (compiled in the lock's chroot) and its libraries come from a lock."""
+    if user_space == "lock" and os.geteuid() != 0:
+        pytest.skip("compiling in the client lock's chroot needs root")
     tree, url, lock, r = served
-    iso = _iso(tmp_path, url, keys / f"{FQRN}.pub", tag="v1")
+    extra = {"client_lock": CLIENT_LOCK} if user_space == "lock" else {}
+    iso = _iso(tmp_path, url, keys / f"{FQRN}.pub", tag="v1", **extra)
     run = boot(QemuOptions(iso=iso, firmware=firmware), tmp_path / "serial.log", BOOT_TIMEOUT, MARKER)
     assert run.exited, f"guest did not power off within {BOOT_TIMEOUT} s:\n{run.tail()}"
     out = run.console
@@ -59,7 +63,8 @@ def test_boot_runs_the_snapshot_init_and_powers_off(served, keys, tmp_path, firm
     assert MARKER in out
     if firmware == "uefi":          # the kernel was started by GRUB through the EFI stub, not isolinux
         assert "efi: EFI v" in out and "ISOLINUX" not in out, run.tail()
-    print(f"{firmware}: boot to marker: {run.marker_seconds:.1f} s, total {run.seconds:.1f} s")
+    print(f"{firmware}, {user_space} user space: boot to marker: {run.marker_seconds:.1f} s, "
+          f"total {run.seconds:.1f} s")
 
 
 def test_boot_with_wrong_key_refuses_with_clear_message(served, tmp_path):

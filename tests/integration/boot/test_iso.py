@@ -135,3 +135,45 @@ def test_iso_cli(tmp_path, session_keys, boot_kernel):
     bad = run_cli("iso", "--boot-lock", BOOT_LOCK, "--repo-url", "http://x", "--pubkey", tmp_path / "missing.pub",
                   "-o", tmp_path / "x.iso", check=False)
     assert bad.returncode != 0 and not (tmp_path / "x.iso").exists()
+
+
+@pytest.mark.skipif(__import__("os").geteuid() != 0, reason="compiling in the client lock's chroot needs root")
+def test_user_space_from_the_client_lock(tmp_path, session_keys, boot_kernel):
+    """--client-lock: busybox and every library in the initramfs are byte-for-byte the files of the
+    lock's verified packages (not the host's), and the ISO is reproducible from the locks alone."""
+    from boot_helpers import CLIENT_LOCK
+
+    from cernvm_build.closure import read_lock
+    from cernvm_build.fetch import PackageStore
+
+    opts = IsoOptions(boot_lock=BOOT_LOCK, repo_url="http://10.0.2.2:8000", pubkeys=[session_keys / f"{FQRN}.pub"],
+                      tag="v1", fetch=fetch_options(), client_lock=CLIENT_LOCK)
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("SOURCE_DATE_EPOCH", "1700000000")
+        first = build_iso(tmp_path / "a.iso", opts)
+        second = build_iso(tmp_path / "b.iso", opts)
+    assert first.path.read_bytes() == second.path.read_bytes() and first.size <= MAX_ISO
+    assert first.user_space == "lock sha256:" + hashlib.sha256(CLIENT_LOCK.read_bytes()).hexdigest()
+    raw = lzma.decompress(extract_from_iso(first.path, "/boot/initrd.img", tmp_path / "initrd").read_bytes())
+    work = tmp_path / "initramfs"
+    work.mkdir()
+    subprocess.run(["cpio", "-id", "--quiet"], input=raw, cwd=work, check=True)
+    closure = read_lock(CLIENT_LOCK)
+    store = PackageStore.at(None)
+    packages = tmp_path / "packages"
+    for name in ("busybox-static", "libssl3", "libfuse3-3", "libsqlite3-0", "zlib1g", "libc6"):
+        pkg = next(p for p in closure.packages if p.name == name)
+        dest = packages / name
+        dest.mkdir(parents=True)
+        subprocess.run(["dpkg-deb", "-x", str(store.path(pkg.sha256)), str(dest)], check=True)
+    for in_initramfs, package, in_package in [
+        ("bin/busybox", "busybox-static", "bin/busybox"),
+        ("lib/x86_64-linux-gnu/libcrypto.so.3", "libssl3", "usr/lib/x86_64-linux-gnu/libcrypto.so.3"),
+        ("lib/x86_64-linux-gnu/libfuse3.so.3", "libfuse3-3", "lib/x86_64-linux-gnu/libfuse3.so.3"),
+        ("lib/x86_64-linux-gnu/libc.so.6", "libc6", "lib/x86_64-linux-gnu/libc.so.6"),
+    ]:
+        # where the lock's loader found it: /lib or /usr/lib (both are on glibc's default path)
+        got = next((g for g in (work / in_initramfs, work / "usr" / in_initramfs) if g.is_file()), None)
+        assert got is not None, in_initramfs
+        want = (packages / package / in_package).resolve()
+        assert got.read_bytes() == want.read_bytes(), in_initramfs
