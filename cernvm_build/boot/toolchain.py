@@ -66,31 +66,23 @@ def _tree(lock: Path, cache_root: Path, fetch_options: FetchOptions | None) -> t
 def _in_tree(tree: Path, path: str) -> Path:
     """PATH resolved as inside a chroot of TREE (absolute symlinks restart at the tree's root), so the
     result never leaves the tree; it must be a regular file."""
-    pending = [c for c in PurePosixPath(path).parts if c != "/"]
-    cur: list[str] = []
-    hops = 0
-    while pending:
-        comp = pending.pop(0)
-        if comp in ("", "."):
-            continue
-        if comp == "..":
-            cur = cur[:-1]
-            continue
-        p = tree.joinpath(*cur, comp)
-        if p.is_symlink():
-            hops += 1
-            if hops > 40:
-                raise BootError(f"{path} in the client tree: too many symlinks")
-            target = os.readlink(p)
-            if target.startswith("/"):
-                cur = []
-            pending = [c for c in PurePosixPath(target).parts if c != "/"] + pending
-            continue
-        cur.append(comp)
-    real = tree.joinpath(*cur)
-    if not real.is_file():
+    from ..rootfs.safety import MAX_SYMLINKS, SafeTree
+
+    safe = SafeTree(tree, as_root=False)
+    parts = tuple(c for c in PurePosixPath(path).parts if c != "/")
+    for _ in range(MAX_SYMLINKS):
+        parent = safe.resolve_dir(parts[:-1], f"{path} in the client tree", create=False, chroot=True)
+        leaf = parent / parts[-1]
+        if not leaf.is_symlink():
+            break
+        target = os.readlink(leaf)
+        base = () if target.startswith("/") else parent.relative_to(tree).parts
+        parts = base + tuple(c for c in PurePosixPath(target).parts if c != "/")
+    else:
+        raise BootError(f"{path} in the client tree: too many symlinks")
+    if not leaf.is_file():
         raise BootError(f"{path} is not a file in the client tree {tree}")
-    return real
+    return leaf
 
 
 def _workdir(tree: Path, prefix: str) -> Path:

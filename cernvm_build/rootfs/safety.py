@@ -55,8 +55,11 @@ class SafeTree:
         return self.owner(m) if self.owner else (m.uid, m.gid)
 
     # -- resolution --------------------------------------------------------------------------------
-    def resolve_dir(self, parts: tuple[str, ...], what: str, create: bool = True) -> Path:
-        """The real directory for PARTS (relative to root), following only safe in-tree symlinks."""
+    def resolve_dir(self, parts: tuple[str, ...], what: str, create: bool = True, chroot: bool = False) -> Path:
+        """The real directory for PARTS (relative to root), following only safe in-tree symlinks.
+
+        CHROOT: an absolute symlink restarts at the tree's root (as inside a chroot of the tree)
+        instead of being refused; for reading a finished tree, never for extracting into one."""
         cur: list[str] = []
         pending = list(parts)
         hops = 0
@@ -83,10 +86,12 @@ class SafeTree:
                 if hops > MAX_SYMLINKS:
                     raise RootfsError(f"{what}: too many symlinks resolving the parent directory; refused")
                 target = os.readlink(path)
-                if target.startswith("/"):
+                if target.startswith("/") and chroot:
+                    cur = []
+                elif target.startswith("/"):
                     raise RootfsError(f"{what}: parent /{'/'.join(cur + [comp])} is a symlink to the absolute "
                                       f"path {target!r}, which would leave the tree; refused")
-                pending = [p for p in PurePosixPath(target).parts] + pending
+                pending = [p for p in PurePosixPath(target).parts if p != "/"] + pending
                 continue
             if not stat.S_ISDIR(st.st_mode):
                 raise RootfsError(f"{what}: parent /{'/'.join(cur + [comp])} is not a directory; refused")
