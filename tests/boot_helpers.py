@@ -3,7 +3,6 @@ the user's cache) and a small snapshot whose /sbin/init is a busybox script that
 and powers the machine off."""
 import os
 import shutil
-import sys
 from pathlib import Path
 
 import pytest

@@ -22,7 +22,7 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 from ..errors import CvmfsError, CvmfsIntegrityError
 from . import objects as obj
 from .catalog import (COUNTER_NAMES, FLAG_DIR_NESTED_MOUNTPOINT, FLAG_DIR_NESTED_ROOT, CatalogReader, Counters,
-                      Entry, NestedRef)
+                      Entry)
 from .history import TRUNK, Tag, read_history
 from .manifest import Manifest, Whitelist, load_certificate, verify_manifest_signature, verify_whitelist
 

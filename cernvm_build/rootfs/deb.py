@@ -14,7 +14,6 @@ import contextlib
 import hashlib
 import logging
 import os
-import shutil
 import subprocess
 import tarfile
 from dataclasses import dataclass, field
