@@ -1,6 +1,8 @@
-"""Command line: a thin layer over the library. Each area registers its own subcommands.
+"""Command line: a thin layer over the library. Each command is one module, commands/NAME.py
+(`tree-digest` -> commands/tree_digest.py), exposing register(subparsers).
 
-argparse (not click/typer) keeps start-up cheap: a warm `lock` must finish in well under 0.3 s.
+argparse (not click/typer) keeps start-up cheap: a warm `lock` must finish in well under 0.3 s, so a
+command line that names a command imports only that command's module.
 """
 
 from __future__ import annotations
@@ -10,21 +12,16 @@ import importlib
 import logging
 import sys
 
-from .errors import CernVMBuildError
+from cernvm_build.errors import CernVMBuildError
 
-# Modules that define `register(subparsers)`, and the commands each registers: a command line that
-# names one of these builds only that module's part of the parser (tests keep the table exact).
-COMMANDS = {
-    "cernvm_build.commands.lock": ("lock", "show"),
-    "cernvm_build.commands.attest": ("key", "sign", "trusted-root", "verify"),
-    "cernvm_build.commands.inspect": ("diff", "graph", "sbom", "why"),
-    "cernvm_build.commands.policy": ("policy",),
-    "cernvm_build.commands.build": ("bundle", "fetch", "rootfs", "tree-digest"),
-    "cernvm_build.commands.cvmfs": ("cvmfs", "publish", "serve"),
-    "cernvm_build.commands.pipeline": ("build", "image"),
-    "cernvm_build.commands.boot": ("iso", "mount"),
-}
-COMMAND_MODULES = list(COMMANDS)
+# In the order `--help` lists them.
+COMMANDS = ("lock", "show", "key", "sign", "verify", "trusted-root", "diff", "why", "graph", "sbom", "policy",
+            "fetch", "rootfs", "bundle", "tree-digest", "publish", "serve", "cvmfs", "build", "image",
+            "mount", "iso")
+
+
+def command_module(command: str) -> str:
+    return "cernvm_build.commands." + command.replace("-", "_")
 
 
 def _command_word(argv: list[str]) -> str | None:
@@ -45,9 +42,8 @@ def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
     parser.add_argument("-v", "--verbose", action="count", default=0, help="more logging (-vv for debug)")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     word = _command_word(argv) if argv is not None else None
-    modules = [m for m, names in COMMANDS.items() if word in names] or COMMAND_MODULES
-    for name in modules:
-        importlib.import_module(name).register(sub)
+    for command in ((word,) if word in COMMANDS else COMMANDS):
+        importlib.import_module(command_module(command)).register(sub)
     return parser
 
 

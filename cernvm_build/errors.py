@@ -50,6 +50,16 @@ class UnknownPackageError(ResolveError):
     """A shopping-list entry names no package in the repositories."""
 
 
+class RebaseConflict(ResolveError):
+    """Local packages are no longer installable on the new base (update policy rebase)."""
+
+    exit_code = 3
+
+
+class LockSignatureError(CernVMBuildError):
+    """A lock's signature bundle or signing key is missing, malformed or does not verify."""
+
+
 class PackageChecksumError(FetchError):
     """A package file's sha256 or size differs from the lock: names the package; the file was refused."""
 

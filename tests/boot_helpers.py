@@ -6,7 +6,6 @@ import shutil
 from pathlib import Path
 
 import pytest
-
 from cvmfs_helpers import FQRN  # noqa: F401
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -25,7 +24,7 @@ poweroff -f
 
 
 def fetch_options():
-    from cernvm_build.fetch import FetchOptions
+    from cernvm_build.store.fetch import FetchOptions
 
     mirrors = tuple(Path(m) for m in os.environ.get("CERNVM_BUILD_MIRROR", "").split(":") if m)
     return FetchOptions(mirrors=mirrors)
@@ -34,7 +33,7 @@ def fetch_options():
 @pytest.fixture(scope="session")
 def boot_kernel():
     from cernvm_build.boot.kernel import kernel_parts
-    from cernvm_build.closure import read_lock
+    from cernvm_build.lock.lockfile import read_lock
 
     return kernel_parts(read_lock(BOOT_LOCK), fetch_options=fetch_options())
 
@@ -99,14 +98,15 @@ def build_minimal_snapshot(workdir: Path, fqrn: str = "os.example.org", tag: str
     """
     import time
 
-    from cernvm_build.closure import read_lock
     from cernvm_build.cvmfs.keys import create_keys
     from cernvm_build.cvmfs.publish import PublishOptions, init_repository, publish
-    from cernvm_build.fetch import PackageStore, fetch_closure, package_paths
+    from cernvm_build.lock.lockfile import read_lock
     from cernvm_build.rootfs import RootfsOptions, build_rootfs
+    from cernvm_build.store.fetch import fetch_closure, package_paths
+    from cernvm_build.util.content_store import ContentStore
 
     closure = read_lock(BOOT_LOCK)
-    store = PackageStore.at(None)
+    store = ContentStore.at(None)
     t0 = time.monotonic()
     fetch_closure(closure, store, fetch_options())
     t1 = time.monotonic()

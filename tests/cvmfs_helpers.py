@@ -125,6 +125,7 @@ def assert_same_tree(repo, root: Path, ignore: set[str] = frozenset()) -> int:
 def session_keys(tmp_path_factory) -> Path:
     """One key set for the whole run (RSA key generation is the slow part of `init`)."""
     import shutil  # noqa: F401
+
     from cernvm_build.cvmfs.keys import create_keys
 
     keydir = tmp_path_factory.mktemp("keys")

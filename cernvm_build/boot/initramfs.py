@@ -17,9 +17,9 @@ import subprocess
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ..errors import BootError
-from ..fsutil import atomic_path, source_date_epoch
-from .kernel import KernelParts
+from cernvm_build.boot.kernel import KernelParts
+from cernvm_build.errors import BootError
+from cernvm_build.util.files import atomic_path, source_date_epoch
 
 INIT_SCRIPT = Path(__file__).with_name("init.sh")
 DEFAULT_BUSYBOX = Path("/bin/busybox")

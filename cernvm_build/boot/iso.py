@@ -18,13 +18,13 @@ import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ..cache import default_cache_dir
-from ..closure import read_lock
-from ..errors import BootError
-from ..fetch import FetchOptions
-from ..fsutil import atomic_path, source_date_epoch
-from .initramfs import DEFAULT_BUSYBOX, BootConfig, build_initramfs
-from .kernel import DEFAULT_MODULES, kernel_parts
+from cernvm_build.boot.initramfs import DEFAULT_BUSYBOX, BootConfig, build_initramfs
+from cernvm_build.boot.kernel import DEFAULT_MODULES, kernel_parts
+from cernvm_build.errors import BootError
+from cernvm_build.lock.lockfile import read_lock
+from cernvm_build.store.fetch import FetchOptions
+from cernvm_build.util.content_store import default_cache_dir
+from cernvm_build.util.files import atomic_path, source_date_epoch
 
 ISOLINUX_DIRS = (Path("/usr/lib/ISOLINUX"), Path("/usr/lib/syslinux/modules/bios"))
 GRUB_EFI_DIR = Path("/usr/lib/grub/x86_64-efi")
@@ -137,7 +137,7 @@ def build_iso(out: str | Path, opts: IsoOptions) -> IsoResult:
     closure = read_lock(opts.boot_lock)
     kernel = kernel_parts(closure, opts.modules, cache_root=cache_root, kernel_package=opts.kernel_package,
                           fetch_options=opts.fetch)
-    from . import toolchain
+    from cernvm_build.boot import toolchain
 
     user = (toolchain.from_lock(Path(opts.client_lock), cache_root, opts.fetch) if opts.client_lock
             else toolchain.from_host(cache_root, opts.busybox))

@@ -12,16 +12,16 @@ import hashlib
 import re
 import shutil
 import struct
-import subprocess
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..cache import default_cache_dir
-from ..closure import Closure, LockedPackage
-from ..errors import BootError
-from ..fetch import FetchOptions, PackageStore, fetch_closure
-from ..fsutil import atomic_dir
+from cernvm_build import formats
+from cernvm_build.errors import BootError
+from cernvm_build.lock.lockfile import Closure, LockedPackage
+from cernvm_build.store.fetch import FetchOptions, fetch_closure
+from cernvm_build.util.content_store import ContentStore, default_cache_dir
+from cernvm_build.util.files import atomic_dir
 
 # What a VM needs to reach the repository and build the root: NICs, disks, FUSE, overlay, ext4.
 DEFAULT_MODULES = ("virtio_pci", "virtio_net", "virtio_blk", "virtio_scsi", "sd_mod", "e1000", "e1000e",
@@ -86,15 +86,6 @@ def modinfo_depends(data: bytes) -> list[str]:
     return []
 
 
-def _extract(deb: Path, dest: Path) -> None:
-    try:
-        subprocess.run(["dpkg-deb", "-x", str(deb), str(dest)], check=True, capture_output=True)
-    except FileNotFoundError as exc:
-        raise BootError("dpkg-deb is not installed (run tools/setup.sh)") from exc
-    except subprocess.CalledProcessError as exc:
-        raise BootError(f"dpkg-deb -x {deb.name} failed: {exc.stderr.decode(errors='replace').strip()}") from exc
-
-
 def resolve_modules(moddir: Path, wanted: list[str]) -> tuple[list[str], list[str]]:
     """(relpaths in load order, wanted names that are built in); unknown names are an error."""
     by_name: dict[str, str] = {}
@@ -137,15 +128,16 @@ def kernel_parts(closure: Closure, modules: tuple[str, ...] = DEFAULT_MODULES, *
     The result is cached by package digest and module list, so the 70 MB package is unpacked once.
     """
     root = Path(cache_root or default_cache_dir())
+    fmt = formats.get(closure.flavour, BootError, f"lock {closure.name}")
     pkg = find_kernel_package(closure, kernel_package)
     key = hashlib.sha256(f"{pkg.sha256}\0{','.join(sorted(set(map(norm, modules))))}".encode()).hexdigest()[:24]
     out = root / "boot" / "kernel" / key
     if not (out / "complete").exists():
-        store = PackageStore.at(root)
+        store = ContentStore(root)
         fetch_closure(closure, store, fetch_options, packages=[pkg])
         shutil.rmtree(out, ignore_errors=True)
         with tempfile.TemporaryDirectory(prefix="kernel-", dir=root) as tmp:
-            _extract(store.path(pkg.sha256), Path(tmp))
+            fmt.extract(store.package(pkg.sha256), Path(tmp))
             images = sorted((Path(tmp) / "boot").glob("vmlinuz-*"))
             if len(images) != 1:
                 raise BootError(f"package {pkg.name} has {len(images)} /boot/vmlinuz-* images, expected one")

@@ -13,7 +13,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ..errors import BootError
+from cernvm_build.errors import BootError
 
 HOST_FROM_GUEST = "10.0.2.2"
 OVMF = (Path("/usr/share/ovmf/OVMF.fd"), Path("/usr/share/OVMF/OVMF.fd"))

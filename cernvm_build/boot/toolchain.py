@@ -19,12 +19,13 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
-from ..closure import read_lock
-from ..errors import BootError
-from ..fetch import FetchOptions, PackageStore, fetch_closure, package_paths
-from ..fsutil import atomic_path
-from . import client as client_mod
-from .initramfs import DEFAULT_BUSYBOX, shared_libraries
+from cernvm_build.boot import client as client_mod
+from cernvm_build.boot.initramfs import DEFAULT_BUSYBOX, shared_libraries
+from cernvm_build.errors import BootError
+from cernvm_build.lock.lockfile import read_lock
+from cernvm_build.store.fetch import FetchOptions, fetch_closure, package_paths
+from cernvm_build.util.content_store import ContentStore
+from cernvm_build.util.files import atomic_path
 
 LOADER = "/lib64/ld-linux-x86-64.so.2"
 TOOLS_ENV = {"PATH": "/usr/bin:/bin:/usr/sbin:/sbin", "LC_ALL": "C", "SOURCE_DATE_EPOCH": "0"}
@@ -48,14 +49,14 @@ def from_host(cache_root: Path, busybox: Path = DEFAULT_BUSYBOX) -> UserSpace:
 
 def _tree(lock: Path, cache_root: Path, fetch_options: FetchOptions | None) -> tuple[Path, str]:
     """The client lock unpacked once into the cache (keyed by the lock's digest)."""
-    from ..rootfs import RootfsOptions, build_rootfs
+    from cernvm_build.rootfs import RootfsOptions, build_rootfs
 
     data = lock.read_bytes()
     digest = hashlib.sha256(data).hexdigest()
     tree = cache_root / "boot" / "toolchain" / digest[:24]
     if not (tree / ".complete").exists():
         closure = read_lock(lock)
-        store = PackageStore.at(cache_root)
+        store = ContentStore(cache_root)
         fetch_closure(closure, store, fetch_options)
         shutil.rmtree(tree, ignore_errors=True)
         build_rootfs(closure, tree, package_paths(closure, store), RootfsOptions(mode="unpack"))
@@ -66,7 +67,7 @@ def _tree(lock: Path, cache_root: Path, fetch_options: FetchOptions | None) -> t
 def _in_tree(tree: Path, path: str) -> Path:
     """PATH resolved as inside a chroot of TREE (absolute symlinks restart at the tree's root), so the
     result never leaves the tree; it must be a regular file."""
-    from ..rootfs.safety import MAX_SYMLINKS, SafeTree
+    from cernvm_build.rootfs.safety import MAX_SYMLINKS, SafeTree
 
     safe = SafeTree(tree, as_root=False)
     parts = tuple(c for c in PurePosixPath(path).parts if c != "/")

@@ -1,1 +1,2 @@
-"""CLI subcommands, one module per area; each exposes register(subparsers)."""
+"""CLI commands: one module per command, named after it (`tree-digest` -> tree_digest.py); each
+exposes register(subparsers). `_shared` holds the options several commands take."""

@@ -1,109 +1,124 @@
-"""`fetch`, `bundle`, `rootfs`, `tree-digest`: from a lock to verified packages and a root tree."""
+"""`build`: the whole pipeline from a definition, or a respawn from a preservation bundle."""
 
 from __future__ import annotations
 
 import argparse
+import json
+import sys
 from pathlib import Path
 
-
-def _mirrors(args: argparse.Namespace) -> tuple[Path, ...]:
-    """--mirror dirs, plus the bundle a lock sits in (a bundle is its own mirror)."""
-    from ..bundle import MARKER
-
-    out = [Path(m) for m in (args.mirror or [])]
-    here = Path(args.lock).resolve().parent
-    if (here / MARKER).exists() and here not in out:
-        out.append(here)
-    return tuple(out)
+from cernvm_build.commands._shared import megabytes
 
 
-def _fetch_opts(args: argparse.Namespace):
-    from ..fetch import FetchOptions
+def load_definition(args: argparse.Namespace):
+    """The definition to run: PIPELINE.toml, or for --from-bundle the bundle's lock with the targets of
+    PIPELINE.toml (or defaults)."""
+    from cernvm_build.errors import PipelineConfigError
+    from cernvm_build.pipeline.definition import apply_overrides, bundle_pipeline, load_pipeline
+    from cernvm_build.store.bundle import MARKER
 
-    return FetchOptions(mirrors=_mirrors(args), offline=args.offline, jobs=args.jobs)
+    overrides = {"state_dir": args.state_dir, "lock_file": args.lock_file, "cache_dir": args.cache}
+    if not args.from_bundle:
+        if not args.pipeline:
+            raise PipelineConfigError("give a pipeline definition (pipeline/NAME.toml) or --from-bundle BUNDLE")
+        return _with_verify_key(load_pipeline(args.pipeline, **overrides), args.verify_key), None
+    bundle = Path(args.from_bundle).absolute()
+    try:
+        inventory = json.loads((bundle / MARKER).read_text())
+    except OSError as exc:
+        raise PipelineConfigError(f"{bundle}: not a preservation bundle ({MARKER}: {exc.strerror})") from exc
+    except ValueError as exc:
+        raise PipelineConfigError(f"{bundle}/{MARKER}: not valid JSON: {exc}") from exc
+    if not isinstance(inventory, dict) or not isinstance(inventory.get("lock"), str):
+        raise PipelineConfigError(f"{bundle}/{MARKER}: no 'lock' in the inventory")
+    base = load_pipeline(args.pipeline, require_recipe=False) if args.pipeline else None
+    d = apply_overrides(bundle_pipeline(bundle, inventory, base, overrides.pop("state_dir")), cache_dir=args.cache)
+    return _with_verify_key(d, args.verify_key), bundle
 
 
-def _fetch(args: argparse.Namespace) -> int:
-    from ..closure import read_lock
-    from ..fetch import PackageStore, fetch_closure
+def _with_verify_key(d, pub: str | None):
+    """--verify-key: the public key the lock's signature must verify with (the respawn's trust anchor)."""
+    from dataclasses import replace
 
-    closure = read_lock(args.lock)
-    report = fetch_closure(closure, PackageStore.at(args.cache), _fetch_opts(args))
-    if not args.quiet:
-        print(f"{args.lock}: {len(closure.packages)} packages verified: {report.summary()}")
+    from cernvm_build.pipeline.definition import Signing
+
+    if pub is None:
+        return d
+    pub = Path(pub).absolute()
+    return replace(d, signing=replace(d.signing, public_key=pub) if d.signing else Signing(public_key=pub))
+
+
+def render_summary(result) -> str:
+    v = result.values
+    lines = [f"pipeline {result.definition.name}: {len(result.ran)} of {len(result.outcomes)} stages ran "
+             f"({', '.join(result.ran) or 'none'}) in {result.seconds:.1f}s"]
+    for o in result.outcomes:
+        status = {"ran": f"ran {o.seconds:.1f}s", "unchanged": "unchanged", "skipped": "skipped",
+                  "failed": "failed"}[o.status]
+        lines.append(f"  {o.name:<8} {status}" + (f": {o.reason}" if o.reason else f"  {o.detail}" if o.detail else ""))
+    if "lock_digest" in v:
+        lines.append(f"lock:      {v['lock_file']}")
+        lines.append(f"           {v['lock_digest']}, {v['packages']} packages ({megabytes(v.get('download_bytes'))})")
+    if "signature" in v:
+        lines.append(f"signature: {v['signature']} (key {v['signer'][:16]})")
+    if "tree" in v:
+        lines.append(f"tree:      {v['tree']}: {v['tree_files']} files, {megabytes(v['tree_bytes'])}")
+    if "root_hash" in v:
+        lines.append(f"snapshot:  {v['fqrn']} tag {v['tag']} (revision {v['revision']}) in {v['repository']}")
+        lines.append(f"           root hash {v['root_hash']}")
+        ran = result.status("publish") == "ran"
+        lines.append(f"           {v['objects_written'] if ran else 0} objects written"
+                     + (f", {megabytes(v['bytes_written'])}" if ran else " (nothing new published)"))
+    if "iso" in v:
+        lines.append(f"iso:       {v['iso']} ({megabytes(v['iso_bytes'])})")
+    else:
+        lines.append("iso:       " + next((o.reason for o in result.outcomes if o.name == "iso" and o.reason),
+                                          "not built"))
+    if "image" in v:
+        lines.append(f"image:     {v['image']} ({v['image_format']}, {megabytes(v['image_bytes'])}, "
+                     f"virtual {megabytes(v['image_virtual_bytes'])})")
+    return "\n".join(lines)
+
+
+def _build(args: argparse.Namespace) -> int:
+    from cernvm_build.pipeline.engine import Context, Reporter, run_pipeline
+    from cernvm_build.pipeline.stages import default_stages
+
+    definition, bundle = load_definition(args)
+    ctx = Context(definition, offline=args.offline or bundle is not None, bundle=bundle,
+                  progress=sys.stderr.isatty() and not args.quiet)
+    reporter = Reporter(enabled=False if args.quiet else (True if args.progress else None))
+    stop = set()
+    if args.until:
+        names = [s.name for s in default_stages()]
+        if args.until not in names:
+            raise SystemExit(f"error: --until: no stage {args.until!r} (stages: {', '.join(names)})")
+        stop = set(names[names.index(args.until) + 1:])
+    result = run_pipeline(definition, default_stages(), ctx=ctx, force=args.force or (), reporter=reporter,
+                          only=lambda s: s.name not in stop)
+    if args.json:
+        print(json.dumps({"stages": [o.__dict__ for o in result.outcomes], "values": result.values,
+                          "seconds": round(result.seconds, 3)}, indent=2, sort_keys=True, default=str))
+    elif not args.quiet:
+        print(render_summary(result))
     return 0
-
-
-def _rootfs(args: argparse.Namespace) -> int:
-    from ..closure import read_lock
-    from ..fetch import PackageStore, fetch_closure, package_paths
-    from ..rootfs import RootfsOptions, build_rootfs
-
-    closure = read_lock(args.lock)
-    store = PackageStore.at(args.cache)
-    fetch_closure(closure, store, _fetch_opts(args))
-    result = build_rootfs(closure, args.dest, package_paths(closure, store), RootfsOptions(mode=args.mode))
-    if not args.quiet:
-        print(f"{result.dest}: {result.packages} packages ({args.mode}) in {result.seconds:.1f}s, "
-              f"SOURCE_DATE_EPOCH={result.sde}"
-              + (f", {len(result.skipped_devices)} device nodes skipped" if result.skipped_devices else ""))
-    return 0
-
-
-def _tree_digest(args: argparse.Namespace) -> int:
-    from ..rootfs.digest import iter_entries, tree_digest
-
-    if args.list:
-        for line in iter_entries(args.dir, args.mtimes):
-            print(line)
-        return 0
-    print(tree_digest(args.dir, args.mtimes))
-    return 0
-
-
-def _bundle(args: argparse.Namespace) -> int:
-    from ..bundle import make_bundle
-
-    out = make_bundle(args.lock, args.out, cache=args.cache, mirrors=_mirrors(args), offline=args.offline,
-                      jobs=args.jobs)
-    if not args.quiet:
-        print(f"wrote bundle {out}")
-    return 0
-
-
-def _common(p: argparse.ArgumentParser, jobs: bool = True) -> None:
-    p.add_argument("--cache", help="cache directory (default ~/.cache/cernvm-build); packages under packages/")
-    p.add_argument("--mirror", action="append", metavar="DIR",
-                   help="local directory with the packages (repository layout, bundle, or flat); tried first")
-    p.add_argument("--offline", action="store_true", help="use only the cache and mirrors; list what is missing")
-    if jobs:
-        p.add_argument("-j", "--jobs", type=int, default=4, help="parallel downloads (default 4)")
-    p.add_argument("-q", "--quiet", action="store_true")
 
 
 def register(sub: "argparse._SubParsersAction") -> None:
-    p = sub.add_parser("fetch", help="download and verify exactly a lock's packages into the package cache")
-    p.add_argument("lock")
-    _common(p)
-    p.set_defaults(func=_fetch)
-
-    p = sub.add_parser("rootfs", help="build a reproducible root tree from a lock")
-    p.add_argument("lock")
-    p.add_argument("dest", help="directory to create (built beside it, renamed when complete)")
-    p.add_argument("--mode", choices=["unpack", "install"], default="unpack",
-                   help="unpack payloads only, or also configure: Debian maintainer scripts in a chroot, "
-                        "rpm scriptlets in one rpm transaction (needs root)")
-    _common(p)
-    p.set_defaults(func=_rootfs)
-
-    p = sub.add_parser("bundle", help="self-contained preservation bundle: lock, packages, local repository")
-    p.add_argument("lock")
-    p.add_argument("out", help="bundle directory to create")
-    _common(p)
-    p.set_defaults(func=_bundle)
-
-    p = sub.add_parser("tree-digest", help="one sha256 over a tree (paths, types, modes, owners, contents)")
-    p.add_argument("dir")
-    p.add_argument("--mtimes", action="store_true", help="include modification times")
-    p.add_argument("--list", action="store_true", help="print the per-entry lines instead of the digest")
-    p.set_defaults(func=_tree_digest)
+    p = sub.add_parser("build", help="run a pipeline: recipe -> lock -> sign -> fetch -> rootfs -> publish -> ISO, "
+                                     "skipping unchanged stages")
+    p.add_argument("pipeline", nargs="?", help="pipeline definition (pipeline/NAME.toml)")
+    p.add_argument("--from-bundle", metavar="BUNDLE",
+                   help="respawn the snapshot from a preservation bundle, with no network")
+    p.add_argument("--state-dir", help="where stage records, the tree and default outputs go")
+    p.add_argument("--lock-file", help="lock path (overrides the definition's lock-file)")
+    p.add_argument("--cache", help="package and metadata cache (overrides cache-dir)")
+    p.add_argument("--verify-key", metavar="PUB", help="public key the lock's signature must verify with "
+                                                       "(overrides [signing] public-key; e.g. for --from-bundle)")
+    p.add_argument("--offline", action="store_true", help="use only cached metadata and packages")
+    p.add_argument("--force", action="append", metavar="STAGE", help="run STAGE even if unchanged (repeatable)")
+    p.add_argument("--until", metavar="STAGE", help="stop after STAGE")
+    p.add_argument("--progress", action="store_true", help="progress lines even when stderr is not a terminal")
+    p.add_argument("--json", action="store_true", help="machine-readable result")
+    p.add_argument("-q", "--quiet", action="store_true")
+    p.set_defaults(func=_build)

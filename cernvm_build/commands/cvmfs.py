@@ -1,4 +1,4 @@
-"""CLI for CernVM-FS: `cvmfs init|verify|ls|cat|tags|gc|resign`, plus top-level `publish` and `serve`."""
+"""`cvmfs init|verify|ls|cat|tags|gc|resign`: create, read, verify and maintain repositories."""
 
 from __future__ import annotations
 
@@ -8,30 +8,104 @@ import sys
 from pathlib import Path
 
 
-def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("publish", help="publish a root tree as a new tagged revision of a CernVM-FS repository")
-    p.add_argument("tree", type=Path, help="root tree to publish")
-    p.add_argument("--repo", required=True, type=Path, help="stratum-0 directory (as served over HTTP)")
-    p.add_argument("--keys", required=True, type=Path, help="key directory (outside the repository)")
-    p.add_argument("--tag", required=True, help="name of the new tag")
-    p.add_argument("--description", default="", help="tag description")
-    p.add_argument("--lock", type=Path, help="closure lock: stored at /.cernvm/closure.lock.toml, digest in the tag")
-    p.add_argument("--max-catalog-entries", type=int, default=100_000, help="split catalogs above this size")
-    p.add_argument("--min-catalog-entries", type=int, default=1_000, help="smallest automatic nested catalog")
-    p.add_argument("--chunk-size", type=int, default=8 << 20, help="files larger than this are chunked (bytes)")
-    p.add_argument("--compression-level", type=int, default=4, choices=range(1, 10), metavar="1-9",
-                   help="zlib level of new objects (default 4; 6 is what cvmfs_server uses)")
-    p.add_argument("-j", "--jobs", type=int, default=0, help="worker threads (default: one per core)")
-    p.add_argument("--wait", type=float, default=0.0, help="seconds to wait for another publisher")
-    p.add_argument("--no-xattrs", action="store_true", help="do not record extended attributes")
-    p.add_argument("--no-sync", action="store_true", help="skip the disk sync before the manifest (tests)")
-    p.set_defaults(func=_publish)
+def _init(args: argparse.Namespace) -> int:
+    from cernvm_build.cvmfs.publish import init_repository
 
-    p = sub.add_parser("serve", help="serve a repository over HTTP on the loopback interface")
-    p.add_argument("dir", type=Path)
-    p.add_argument("--port", type=int, default=8000)
-    p.set_defaults(func=_serve)
+    m = init_repository(args.dir, args.name, args.keys, whitelist_days=args.whitelist_days)
+    print(f"created {m.fqrn} in {args.dir} (revision {m.revision}); keys in {args.keys}; "
+          f"clients need {args.keys / (m.fqrn + '.pub')}")
+    return 0
 
+
+def _open(args: argparse.Namespace):
+    from cernvm_build.cvmfs.keys import load_public_key
+    from cernvm_build.cvmfs.reader import Repository
+
+    keys = [load_public_key(p) for p in args.pubkey]
+    return Repository(args.repo, master_keys=keys, allow_expired_whitelist=args.allow_expired_whitelist,
+                      tag=args.tag)
+
+
+def _verify(args: argparse.Namespace) -> int:
+    from cernvm_build.cvmfs.reader import verify_repository
+
+    with _open(args) as repo:
+        rep = verify_repository(repo)
+        wl = repo.whitelist
+        signer = "whitelist signed by the given master key" if repo.whitelist_signature_checked else \
+            "whitelist signature NOT checked (no --pubkey)"
+        print(f"{repo.fqrn} revision {repo.tag.revision if repo.tag else repo.manifest.revision} "
+              f"root {repo.root_hash}: OK — manifest signature valid, {signer}, whitelist expires "
+              f"{wl.expires_text if wl else '?'}; {rep.catalogs} catalogs, {rep.entries} entries, {rep.files} files, "
+              f"{rep.objects} objects ({rep.bytes / 1e6:.1f} MB) verified, {rep.tags} tags")
+        for p in rep.problems:
+            print(f"warning: {p}", file=sys.stderr)
+    return 0
+
+
+def _fmt(e, display: str, long: bool) -> str:
+    from cernvm_build.cvmfs.reader import mode_string
+
+    name = display + ("/" if e.is_dir and e.name else "")
+    if e.is_symlink:
+        name += f" -> {e.symlink}"
+    if not long:
+        return name
+    when = _dt.datetime.fromtimestamp(e.mtime, _dt.timezone.utc).strftime("%Y-%m-%d %H:%M")
+    return f"{mode_string(e.mode)} {e.linkcount:3d} {e.uid:5d} {e.gid:5d} {e.file_size:12d} {when} {name}"
+
+
+def _ls(args: argparse.Namespace) -> int:
+    with _open(args) as repo:
+        target = repo.lookup(args.path)
+        if args.recursive:
+            entries = [(e, e.path) for e in list(repo.walk(target.path))[1:]]
+        elif target.is_dir:
+            entries = [(e, e.name) for e in repo.listdir(target.path)]
+        else:
+            entries = [(target, target.path)]
+        for e, display in entries:
+            sys.stdout.write(_fmt(e, display, args.long) + "\n")
+    return 0
+
+
+def _cat(args: argparse.Namespace) -> int:
+    with _open(args) as repo:
+        entry = repo.resolve(args.path)
+        for piece in repo.iter_content(entry):
+            sys.stdout.buffer.write(piece)
+        sys.stdout.buffer.flush()
+    return 0
+
+
+def _tags(args: argparse.Namespace) -> int:
+    with _open(args) as repo:
+        for t in repo.tags():
+            when = _dt.datetime.fromtimestamp(t.timestamp, _dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+            print(f"{t.name}\t{t.revision}\t{t.hash}\t{when}\t{t.description}")
+    return 0
+
+
+def _gc(args: argparse.Namespace) -> int:
+    from cernvm_build.cvmfs.gc import collect_garbage
+
+    keep = [k for arg in args.keep for k in arg.split(",") if k]
+    r = collect_garbage(args.dir, args.keys, keep, wait=args.wait, dry_run=args.dry_run)
+    verb = "would remove" if args.dry_run else "removed"
+    print(f"kept tags {', '.join(r.kept_tags)}; {verb} tags {', '.join(r.removed_tags) or 'none'}; {verb} "
+          f"{r.objects_removed} objects ({r.bytes_removed / 1e6:.1f} MB), {r.objects_kept} kept")
+    return 0
+
+
+def _resign(args: argparse.Namespace) -> int:
+    from cernvm_build.cvmfs.publish import resign_whitelist
+
+    wl = resign_whitelist(args.dir, args.keys, args.days)
+    print(f"whitelist of {wl.fqrn} renewed; expires {wl.expires_text}")
+    return 0
+
+
+def register(sub: "argparse._SubParsersAction") -> None:
     cv = sub.add_parser("cvmfs", help="create, inspect, verify and maintain CernVM-FS repositories")
     cs = cv.add_subparsers(dest="cvmfs_command", metavar="SUBCOMMAND", required=True)
 
@@ -81,129 +155,3 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--keys", required=True, type=Path)
     p.add_argument("--days", type=int, default=30)
     p.set_defaults(func=_resign)
-
-
-def _publish(args: argparse.Namespace) -> int:
-    from ..cvmfs.publish import PublishOptions, publish
-
-    opts = PublishOptions(tag=args.tag, description=args.description, lock_file=args.lock,
-                          max_catalog_entries=args.max_catalog_entries, min_catalog_entries=args.min_catalog_entries,
-                          chunk_size=args.chunk_size, compression_level=args.compression_level, workers=args.jobs,
-                          wait=args.wait, xattrs=not args.no_xattrs, durable=not args.no_sync)
-    r = publish(args.tree, args.repo, args.keys, opts)
-    print(f"published {r.fqrn} revision {r.revision} tag {r.tag}: root catalog {r.root_hash}; {r.files} files "
-          f"({r.files_read} read), {r.data_objects_written} new data objects, {r.catalogs_written}/{r.catalogs} "
-          f"catalogs written, {r.bytes_written / 1e6:.1f} MB written in {r.seconds:.2f} s")
-    return 0
-
-
-def _serve(args: argparse.Namespace) -> int:
-    from ..cvmfs.serve import make_server
-
-    server = make_server(args.dir, args.port)
-    host, port = server.server_address[:2]
-    print(f"serving {args.dir} at http://{host}:{port}/ (Ctrl-C to stop)", flush=True)
-    try:
-        server.serve_forever()
-    except KeyboardInterrupt:
-        pass
-    finally:
-        server.server_close()
-    return 0
-
-
-def _init(args: argparse.Namespace) -> int:
-    from ..cvmfs.publish import init_repository
-
-    m = init_repository(args.dir, args.name, args.keys, whitelist_days=args.whitelist_days)
-    print(f"created {m.fqrn} in {args.dir} (revision {m.revision}); keys in {args.keys}; "
-          f"clients need {args.keys / (m.fqrn + '.pub')}")
-    return 0
-
-
-def _open(args: argparse.Namespace):
-    from ..cvmfs.keys import load_public_key
-    from ..cvmfs.reader import Repository
-
-    keys = [load_public_key(p) for p in args.pubkey]
-    return Repository(args.repo, master_keys=keys, allow_expired_whitelist=args.allow_expired_whitelist,
-                      tag=args.tag)
-
-
-def _verify(args: argparse.Namespace) -> int:
-    from ..cvmfs.reader import verify_repository
-
-    with _open(args) as repo:
-        rep = verify_repository(repo)
-        wl = repo.whitelist
-        signer = "whitelist signed by the given master key" if repo.whitelist_signature_checked else \
-            "whitelist signature NOT checked (no --pubkey)"
-        print(f"{repo.fqrn} revision {repo.tag.revision if repo.tag else repo.manifest.revision} "
-              f"root {repo.root_hash}: OK — manifest signature valid, {signer}, whitelist expires "
-              f"{wl.expires_text if wl else '?'}; {rep.catalogs} catalogs, {rep.entries} entries, {rep.files} files, "
-              f"{rep.objects} objects ({rep.bytes / 1e6:.1f} MB) verified, {rep.tags} tags")
-        for p in rep.problems:
-            print(f"warning: {p}", file=sys.stderr)
-    return 0
-
-
-def _fmt(e, display: str, long: bool) -> str:
-    from ..cvmfs.reader import mode_string
-
-    name = display + ("/" if e.is_dir and e.name else "")
-    if e.is_symlink:
-        name += f" -> {e.symlink}"
-    if not long:
-        return name
-    when = _dt.datetime.fromtimestamp(e.mtime, _dt.timezone.utc).strftime("%Y-%m-%d %H:%M")
-    return f"{mode_string(e.mode)} {e.linkcount:3d} {e.uid:5d} {e.gid:5d} {e.file_size:12d} {when} {name}"
-
-
-def _ls(args: argparse.Namespace) -> int:
-    with _open(args) as repo:
-        target = repo.lookup(args.path)
-        if args.recursive:
-            entries = [(e, e.path) for e in list(repo.walk(target.path))[1:]]
-        elif target.is_dir:
-            entries = [(e, e.name) for e in repo.listdir(target.path)]
-        else:
-            entries = [(target, target.path)]
-        for e, display in entries:
-            sys.stdout.write(_fmt(e, display, args.long) + "\n")
-    return 0
-
-
-def _cat(args: argparse.Namespace) -> int:
-    with _open(args) as repo:
-        entry = repo.resolve(args.path)
-        for piece in repo.iter_content(entry):
-            sys.stdout.buffer.write(piece)
-        sys.stdout.buffer.flush()
-    return 0
-
-
-def _tags(args: argparse.Namespace) -> int:
-    with _open(args) as repo:
-        for t in repo.tags():
-            when = _dt.datetime.fromtimestamp(t.timestamp, _dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
-            print(f"{t.name}\t{t.revision}\t{t.hash}\t{when}\t{t.description}")
-    return 0
-
-
-def _gc(args: argparse.Namespace) -> int:
-    from ..cvmfs.gc import collect_garbage
-
-    keep = [k for arg in args.keep for k in arg.split(",") if k]
-    r = collect_garbage(args.dir, args.keys, keep, wait=args.wait, dry_run=args.dry_run)
-    verb = "would remove" if args.dry_run else "removed"
-    print(f"kept tags {', '.join(r.kept_tags)}; {verb} tags {', '.join(r.removed_tags) or 'none'}; {verb} "
-          f"{r.objects_removed} objects ({r.bytes_removed / 1e6:.1f} MB), {r.objects_kept} kept")
-    return 0
-
-
-def _resign(args: argparse.Namespace) -> int:
-    from ..cvmfs.publish import resign_whitelist
-
-    wl = resign_whitelist(args.dir, args.keys, args.days)
-    print(f"whitelist of {wl.fqrn} renewed; expires {wl.expires_text}")
-    return 0

@@ -1,4 +1,4 @@
-"""`lock` and `show`: shopping list -> closure lock, and its summary."""
+"""`lock`: shopping list -> closure lock (or --check a committed one)."""
 
 from __future__ import annotations
 
@@ -7,21 +7,21 @@ from pathlib import Path
 
 
 def _lock(args: argparse.Namespace) -> int:
-    from ..closure import digest, dumps, read_lock
-    from ..errors import LockError
-    from ..recipe import load_recipe
-    from ..resolve import LockOptions, lock, resolve
+    from cernvm_build.errors import LockError
+    from cernvm_build.lock.lockfile import digest, dumps, read_lock
+    from cernvm_build.lock.recipe import load_recipe
+    from cernvm_build.lock.resolve import LockOptions, lock, resolve
 
     recipe = load_recipe(args.recipe)
     options = LockOptions(cache_dir=args.cache, offline=args.offline, allow_expired=args.allow_expired,
-                          policy=args.policy)
+                          choices=args.policy)
     output = args.output or Path("closures") / f"{recipe.name}.lock.toml"
     if args.check:
         committed = Path(args.check)
         old = read_lock(committed)
         text = dumps(resolve(recipe, options))
         if text != committed.read_text():
-            from ..closure import loads
+            from cernvm_build.lock.lockfile import loads
 
             new = loads(text)
             old_v = {p.name: p.evr for p in old.packages}
@@ -38,22 +38,6 @@ def _lock(args: argparse.Namespace) -> int:
     return 0
 
 
-def _show(args: argparse.Namespace) -> int:
-    from ..closure import digest, read_lock
-    from ..show import render_json, render_text
-
-    closure = read_lock(args.lock)
-    d = digest(Path(args.lock).read_bytes())
-    if args.json:
-        print(render_json(closure, d))
-    elif args.packages:
-        for p in closure.packages:
-            print(f"{p.name}\t{p.evr}\t{p.arch}\t{p.repository}")
-    else:
-        print(render_text(closure, d))
-    return 0
-
-
 def register(sub: "argparse._SubParsersAction") -> None:
     p = sub.add_parser("lock", help="resolve a recipe (shopping list) into a pinned closure lock")
     p.add_argument("recipe", help="recipes/NAME.toml")
@@ -67,10 +51,3 @@ def register(sub: "argparse._SubParsersAction") -> None:
     p.add_argument("--check", metavar="LOCK", help="exit non-zero if re-resolving differs from LOCK; write nothing")
     p.add_argument("-q", "--quiet", action="store_true")
     p.set_defaults(func=_lock)
-
-    p = sub.add_parser("show", help="summarise a lock (counts, size, repositories)")
-    p.add_argument("lock")
-    g = p.add_mutually_exclusive_group()
-    g.add_argument("--json", action="store_true", help="machine-readable summary")
-    g.add_argument("--packages", action="store_true", help="one line per package: name, version, arch, repository")
-    p.set_defaults(func=_show)

@@ -1,4 +1,4 @@
-"""`policy stay|diverge|rebase`: update policies as closure diffs."""
+"""`policy stay|diverge|rebase`: update policies as closure diffs (library: lock.update)."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import argparse
 
 
 def _options(args):
-    from ..resolve import LockOptions
+    from cernvm_build.lock.resolve import LockOptions
 
     return LockOptions(cache_dir=args.cache, offline=args.offline, allow_expired=args.allow_expired)
 
@@ -14,9 +14,9 @@ def _options(args):
 def _stay(args: argparse.Namespace) -> int:
     import json
 
-    from ..diff import to_json, to_markdown
-    from ..policy import stay
-    from ..recipe import load_recipe
+    from cernvm_build.lock.diff import to_json, to_markdown
+    from cernvm_build.lock.recipe import load_recipe
+    from cernvm_build.lock.update import stay
 
     recipe = load_recipe(args.recipe) if args.recipe else None
     report = stay(args.lock, recipe, args.newest, _options(args))
@@ -34,9 +34,9 @@ def _stay(args: argparse.Namespace) -> int:
 
 
 def _diverge(args: argparse.Namespace) -> int:
-    from ..closure import write_lock
-    from ..policy import diverge
-    from ..recipe import load_recipe
+    from cernvm_build.lock.lockfile import write_lock
+    from cernvm_build.lock.recipe import load_recipe
+    from cernvm_build.lock.update import diverge
 
     closure = diverge(args.base, load_recipe(args.recipe), args.add, args.remove, args.upgrade, _options(args))
     d = write_lock(closure, args.output)
@@ -45,9 +45,9 @@ def _diverge(args: argparse.Namespace) -> int:
 
 
 def _rebase(args: argparse.Namespace) -> int:
-    from ..closure import write_lock
-    from ..policy import rebase
-    from ..recipe import load_recipe
+    from cernvm_build.lock.lockfile import write_lock
+    from cernvm_build.lock.recipe import load_recipe
+    from cernvm_build.lock.update import rebase
 
     report = rebase(args.local, args.onto, load_recipe(args.recipe), _options(args), args.drop_conflicts)
     print(report.text())

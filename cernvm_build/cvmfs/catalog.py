@@ -17,8 +17,8 @@ import struct
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ..errors import CvmfsIntegrityError
-from .objects import Chunk
+from cernvm_build.cvmfs.objects import Chunk
+from cernvm_build.errors import CvmfsIntegrityError
 
 SCHEMA = "2.5"
 SCHEMA_REVISION = 7

@@ -10,12 +10,12 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ..errors import CvmfsError
-from . import objects as obj
-from .history import TRUNK
-from .keys import check_outside, load_keys
-from .publish import _commit, _now, repository_lock
-from .reader import LocalSource, Repository
+from cernvm_build.cvmfs import objects as obj
+from cernvm_build.cvmfs.history import TRUNK
+from cernvm_build.cvmfs.keys import check_outside, load_keys
+from cernvm_build.cvmfs.publish import commit_revision, repository_lock, revision_time
+from cernvm_build.cvmfs.reader import LocalSource, Repository
+from cernvm_build.errors import CvmfsError
 
 
 @dataclass
@@ -66,8 +66,9 @@ def collect_garbage(repo: str | os.PathLike, keydir: str | os.PathLike, keep: li
             if result.removed_tags and not dry_run:
                 keys = load_keys(Path(keydir), r.fqrn)
                 store = obj.ObjectStore(repo)
-                manifest = _commit(repo, store, keys, manifest.root_catalog, manifest.root_catalog_size or 0,
-                                   manifest.revision, kept, manifest.history, _now(), manifest.ttl, durable=True)
+                manifest = commit_revision(repo, store, keys, manifest.root_catalog,
+                                           manifest.root_catalog_size or 0, manifest.revision, kept,
+                                           manifest.history, revision_time(), manifest.ttl, durable=True)
             # a dry run that drops tags reports the current history as garbage: the real run replaces it
             history = None if (dry_run and result.removed_tags) else manifest.history
             for h, suffix in ((manifest.certificate, obj.SUFFIX_CERTIFICATE), (history, obj.SUFFIX_HISTORY), (manifest.metainfo, obj.SUFFIX_METAINFO),

@@ -11,7 +11,7 @@ import sqlite3
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-from ..errors import CvmfsIntegrityError
+from cernvm_build.errors import CvmfsIntegrityError
 
 TRUNK = "trunk"
 TRUNK_PREVIOUS = "trunk-previous"

@@ -17,8 +17,8 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 from cryptography.x509.oid import NameOID
 
-from ..errors import CvmfsError
-from ..fsutil import atomic_write
+from cernvm_build.errors import CvmfsError
+from cernvm_build.util.files import atomic_write
 
 FQRN_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,59}$")
 KEY_BITS = 2048

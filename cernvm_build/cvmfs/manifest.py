@@ -17,7 +17,7 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import padding, rsa
 
-from ..errors import CvmfsError, CvmfsIntegrityError, CvmfsSignatureError, CvmfsWhitelistExpired
+from cernvm_build.errors import CvmfsError, CvmfsIntegrityError, CvmfsSignatureError, CvmfsWhitelistExpired
 
 ROOT_PATH_MD5 = hashlib.md5(b"").hexdigest()
 DEFAULT_TTL = 240

@@ -15,7 +15,7 @@ import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ..errors import CvmfsError, CvmfsIntegrityError
+from cernvm_build.errors import CvmfsError, CvmfsIntegrityError
 
 # Object suffixes (type hints appended to the object's file name).
 SUFFIX_NONE = ""

@@ -22,16 +22,30 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterator
 
-from ..errors import CvmfsBusyError, CvmfsError
-from ..fsutil import atomic_dir, atomic_write, sha256_bytes, source_date_epoch
-from . import objects as obj
-from .catalog import (FLAG_DIR, FLAG_DIR_NESTED_MOUNTPOINT, FLAG_DIR_NESTED_ROOT, FLAG_FILE, FLAG_FILE_CHUNK,
-                      FLAG_FILE_SPECIAL, FLAG_LINK, SCHEMA, SCHEMA_REVISION, Counters, Entry, NestedRef,
-                      content_digest, serialize_xattrs, write_catalog)
-from .history import TRUNK, TRUNK_PREVIOUS, Tag, advance, write_history
-from .keys import RepoKeys, check_fqrn, check_outside, create_keys, load_keys
-from .manifest import DEFAULT_TTL, Manifest, Whitelist, certificate_fingerprint
-from .reader import LocalSource, Repository
+from cernvm_build.cvmfs import objects as obj
+from cernvm_build.cvmfs.catalog import (
+    FLAG_DIR,
+    FLAG_DIR_NESTED_MOUNTPOINT,
+    FLAG_DIR_NESTED_ROOT,
+    FLAG_FILE,
+    FLAG_FILE_CHUNK,
+    FLAG_FILE_SPECIAL,
+    FLAG_LINK,
+    SCHEMA,
+    SCHEMA_REVISION,
+    Counters,
+    Entry,
+    NestedRef,
+    content_digest,
+    serialize_xattrs,
+    write_catalog,
+)
+from cernvm_build.cvmfs.history import TRUNK, TRUNK_PREVIOUS, Tag, advance, write_history
+from cernvm_build.cvmfs.keys import RepoKeys, check_fqrn, check_outside, create_keys, load_keys
+from cernvm_build.cvmfs.manifest import DEFAULT_TTL, Manifest, Whitelist, certificate_fingerprint
+from cernvm_build.cvmfs.reader import LocalSource, Repository
+from cernvm_build.errors import CvmfsBusyError, CvmfsError
+from cernvm_build.util.files import atomic_dir, atomic_write, sha256_bytes, source_date_epoch
 
 log = logging.getLogger(__name__)
 
@@ -80,12 +94,12 @@ class PublishResult:
     phases: dict[str, float] = field(default_factory=dict)  # seconds per stage, for benchmarks and -v
 
 
-def _now(lock_data: bytes | None = None) -> int:
+def revision_time(lock_data: bytes | None = None) -> int:
     """SOURCE_DATE_EPOCH when set; else, for a snapshot of a lock, the lock's newest metadata date
     (as the root tree's mtimes); only a tree published without a lock gets the wall clock."""
     if lock_data is not None:
-        from ..closure import lock_epoch, loads
-        from ..errors import LockError
+        from cernvm_build.errors import LockError
+        from cernvm_build.lock.lockfile import loads, lock_epoch
 
         try:
             return source_date_epoch(default=lock_epoch(loads(lock_data.decode("utf-8"))) or int(time.time()))
@@ -500,9 +514,12 @@ def _write_whitelist(repo: Path, keys: RepoKeys, days: int) -> Whitelist:
     return wl
 
 
-def _commit(repo: Path, store: obj.ObjectStore, keys: RepoKeys, root_hash: str, root_size: int,
-            revision: int, tags: list[Tag], prev_history: str | None, now: int, ttl: int,
-            durable: bool) -> Manifest:
+def commit_revision(repo: Path, store: obj.ObjectStore, keys: RepoKeys, root_hash: str, root_size: int,
+                    revision: int, tags: list[Tag], prev_history: str | None, now: int, ttl: int,
+                    durable: bool) -> Manifest:
+    """Make a revision current: certificate and history objects, then the signed manifest, last.
+
+    Shared by publish, init and gc (which re-commits the same root with fewer tags)."""
     cert_hash = store.put(keys.certificate_pem, obj.SUFFIX_CERTIFICATE)
     tmp = store.txn / f"history.{os.getpid()}.db"
     write_history(tmp, keys.fqrn, tags, prev_history)
@@ -527,7 +544,7 @@ def init_repository(repo: str | os.PathLike, fqrn: str, keydir: str | os.PathLik
     check_outside(keydir, repo)
     if repo.exists() and (not repo.is_dir() or any(repo.iterdir())):
         raise CvmfsError(f"{repo} already exists and is not an empty directory")
-    now = _now()
+    now = revision_time()
     keys = create_keys(keydir, fqrn, now)
     if repo.exists():
         repo.rmdir()  # empty: replaced atomically below
@@ -545,7 +562,7 @@ def init_repository(repo: str | os.PathLike, fqrn: str, keydir: str | os.PathLik
         h, size, _ = _CatalogBuilder(store, {}, empty_date, 1, ttl, result).build(root)
         _write_whitelist(tmp, keys, whitelist_days)
         tags = advance([], Tag(TRUNK, h, 1, now, "", size))
-        manifest = _commit(tmp, store, keys, h, size, 1, tags, None, now, ttl, durable=True)
+        manifest = commit_revision(tmp, store, keys, h, size, 1, tags, None, now, ttl, durable=True)
         os.chmod(tmp, 0o755)
     return manifest
 
@@ -586,7 +603,7 @@ def publish(tree: str | os.PathLike, repo: str | os.PathLike, keydir: str | os.P
         prev = load_state(repo)
         fqrn = prev.manifest.fqrn
         keys = load_keys(keydir, fqrn)
-        now = _now(lock_data)
+        now = revision_time(lock_data)
         tag = _tag_name(opts, now)
         _check_tag(tag, prev.tags)
         description = lock_description(opts.description, lock_data) if lock_data is not None else opts.description
@@ -625,7 +642,7 @@ def publish(tree: str | os.PathLike, repo: str | os.PathLike, keydir: str | os.P
         elif renew:
             log.warning("whitelist of %s expires %s and the master key is not in %s: run 'cvmfs resign'",
                         fqrn, whitelist.expires_text if whitelist else "?", keydir)
-        _commit(repo, store, keys, root_hash, root_size, revision, tags, prev.manifest.history, now, opts.ttl,
+        commit_revision(repo, store, keys, root_hash, root_size, revision, tags, prev.manifest.history, now, opts.ttl,
                 opts.durable)
         phase("commit (history, sync, manifest)")
         log.info("publish phases: %s", ", ".join(f"{k} {v:.2f}s" for k, v in result.phases.items()))

@@ -19,12 +19,24 @@ from typing import Iterator
 
 from cryptography.hazmat.primitives.asymmetric import rsa
 
-from ..errors import CvmfsError, CvmfsIntegrityError
-from . import objects as obj
-from .catalog import (COUNTER_NAMES, FLAG_DIR_NESTED_MOUNTPOINT, FLAG_DIR_NESTED_ROOT, CatalogReader, Counters,
-                      Entry)
-from .history import TRUNK, Tag, read_history
-from .manifest import Manifest, Whitelist, load_certificate, verify_manifest_signature, verify_whitelist
+from cernvm_build.cvmfs import objects as obj
+from cernvm_build.cvmfs.catalog import (
+    COUNTER_NAMES,
+    FLAG_DIR_NESTED_MOUNTPOINT,
+    FLAG_DIR_NESTED_ROOT,
+    CatalogReader,
+    Counters,
+    Entry,
+)
+from cernvm_build.cvmfs.history import TRUNK, Tag, read_history
+from cernvm_build.cvmfs.manifest import (
+    Manifest,
+    Whitelist,
+    load_certificate,
+    verify_manifest_signature,
+    verify_whitelist,
+)
+from cernvm_build.errors import CvmfsError, CvmfsIntegrityError
 
 
 # ------------------------------------------------------------------------------------------------ sources

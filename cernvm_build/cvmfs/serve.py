@@ -11,7 +11,7 @@ import threading
 from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
-from ..errors import CvmfsError
+from cernvm_build.errors import CvmfsError
 
 log = logging.getLogger(__name__)
 

@@ -1,5 +1,8 @@
 """Root trees from a lock: the same lock (and package files) gives a bit-identical tree.
 
+The format (formats/deb, formats/rpm) unpacks and configures the packages; this module owns what is
+the same for every format: the install order, building beside the destination, and normalising.
+
 Built in `DEST.tmp-XXXX` beside DEST and renamed only when complete. Packages go in dependency
 order (topological over the lock's `depends`, cycles kept together, ties by name). Afterwards the
 tree is normalised: host- and time-dependent files are removed or emptied (machine-id, logs, caches,
@@ -18,9 +21,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
-from ..closure import Closure, LockedPackage, lock_epoch  # noqa: F401 (lock_epoch re-exported)
-from ..errors import RootfsError
-from ..fsutil import source_date_epoch
+from cernvm_build import formats
+from cernvm_build.errors import RootfsError
+from cernvm_build.lock.lockfile import Closure, LockedPackage, lock_epoch
+from cernvm_build.util.files import source_date_epoch
 
 log = logging.getLogger(__name__)
 
@@ -129,14 +133,8 @@ def build_rootfs(closure: Closure, dest: str | Path, package_files: dict[str, Pa
     start = time.monotonic()
     try:
         os.chmod(tmp, 0o755)
-        if closure.flavour == "deb":
-            result = _build_deb(closure, tmp, package_files, options, sde)
-        elif closure.flavour == "rpm":
-            from . import rpm
-
-            result = rpm.build(closure, tmp, package_files, options, sde)
-        else:
-            raise RootfsError(f"flavour {closure.flavour!r} has no root tree builder")
+        fmt = formats.get(closure.flavour, RootfsError, "root tree")
+        result = fmt.build_tree(closure, tmp, package_files, options, sde)
         removed = normalize_tree(tmp, sde)
         os.rename(tmp, dest)
     except BaseException:
@@ -147,29 +145,3 @@ def build_rootfs(closure: Closure, dest: str | Path, package_files: dict[str, Pa
         raise
     return RootfsResult(dest, sde, len(closure.packages), time.monotonic() - start,
                         result.get("skipped_devices", []), removed)
-
-
-def _build_deb(closure: Closure, root: Path, files: dict[str, Path], options: RootfsOptions,
-               sde: int) -> dict:
-    from . import deb
-    from .safety import SafeTree
-
-    order = install_order(closure)
-    merged = options.merged_usr if options.merged_usr is not None else deb.merged_usr_wanted(order)
-    if merged:
-        deb.setup_merged_usr(root, closure.arch)
-    tree = SafeTree(root, warn=options.warn)
-    for p in order:
-        if p.name not in files:
-            raise RootfsError(f"package {p.name} {p.evr}: no verified file (fetch it first)")
-    work = Path(tempfile.mkdtemp(prefix=f".{root.name}.payloads-", dir=root.parent))
-    try:
-        units = deb.unpack_all(tree, order, files, work)
-    finally:
-        shutil.rmtree(work, ignore_errors=True)
-    if options.mode == "install":
-        deb.configure(root, units, sde)
-    else:
-        # unpack mode still records what is in the tree: dpkg's database, every package unpacked
-        deb.write_dpkg_database(root, units)
-    return {"skipped_devices": tree.skipped_devices}

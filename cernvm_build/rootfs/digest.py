@@ -12,7 +12,7 @@ import os
 import stat
 from pathlib import Path
 
-from ..fsutil import sha256_file
+from cernvm_build.util.files import sha256_file
 
 _XATTRS = ("security.capability",)
 

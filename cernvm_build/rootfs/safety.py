@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import IO, Callable
 
-from ..errors import RootfsError
+from cernvm_build.errors import RootfsError
 
 log = logging.getLogger(__name__)
 

@@ -24,8 +24,16 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from boot_helpers import (BOOT_LOCK, MARKER, CountingServer, build_minimal_snapshot, fetch_options,  # noqa: E402
-                          make_boot_tree, repo_bytes)
+from boot_helpers import (  # noqa: E402
+    BOOT_LOCK,
+    MARKER,
+    CountingServer,
+    build_minimal_snapshot,
+    fetch_options,
+    make_boot_tree,
+    repo_bytes,
+)
+
 from cernvm_build.boot.iso import IsoOptions, build_iso  # noqa: E402
 from cernvm_build.boot.qemu import HOST_FROM_GUEST, QemuOptions, boot  # noqa: E402
 from cernvm_build.cvmfs.keys import create_keys  # noqa: E402

@@ -25,8 +25,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 
-from cernvm_build.cache import Cache  # noqa: E402
-from cernvm_build.closure import read_lock  # noqa: E402
+from cernvm_build.lock.lockfile import read_lock  # noqa: E402
+from cernvm_build.util.content_store import ContentStore  # noqa: E402
 from tests.support.aptref import isolated_config  # noqa: E402
 
 LISTS = [["bash", "coreutils"], ["build-essential", "python3"], ["gnome-core", "build-essential", "python3"]]
@@ -86,7 +86,7 @@ def main() -> None:
         first = recipe_for(LISTS[0], work)
         subprocess.run([*CLI, "lock", str(first), "-o", str(work / "warmup.lock"), "--cache", str(cache)],
                        check=True)
-        pk = Cache(cache).blob(read_lock(work / "warmup.lock").repositories[0].indexes[0].sha256)
+        pk = ContentStore(cache).blob(read_lock(work / "warmup.lock").repositories[0].indexes[0].sha256)
         aptroot = work / "apt"
         opts = isolated_config(aptroot, [pk])
         import json

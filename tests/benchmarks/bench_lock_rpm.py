@@ -110,7 +110,7 @@ def main() -> None:
 
 
 def _nevras(lock: Path) -> set[str]:
-    from cernvm_build.closure import read_lock
+    from cernvm_build.lock.lockfile import read_lock
 
     return {f"{p.name}-{p.evr}.{p.arch}" for p in read_lock(lock).packages}
 

@@ -28,7 +28,7 @@ HERE = Path(__file__).resolve()
 ROOT = HERE.parents[2]
 sys.path.insert(0, str(ROOT))
 
-from cernvm_build.image import ImageOptions, make_image  # noqa: E402
+from cernvm_build.image.ext4 import ImageOptions, make_image  # noqa: E402
 
 CLI = [str(Path(sys.executable).with_name("cernvm-build"))]
 

@@ -22,9 +22,11 @@ from pathlib import Path
 HERE = Path(__file__).resolve()
 sys.path.insert(0, str(HERE.parents[2]))
 
-from cernvm_build.closure import read_lock  # noqa: E402
 from cernvm_build.cli import main as cli  # noqa: E402
-from cernvm_build.rootfs import lock_epoch  # noqa: E402
+from cernvm_build.lock.lockfile import (
+    lock_epoch,  # noqa: E402
+    read_lock,  # noqa: E402
+)
 
 DEFAULT_RECIPE = HERE.parents[1] / "network" / "minimal-bookworm.toml"
 

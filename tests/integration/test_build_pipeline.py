@@ -7,16 +7,15 @@ import os
 import shutil
 import subprocess
 import sys
-import types
 from pathlib import Path
 
 import pytest
 
 from cernvm_build.cli import main
 from cernvm_build.cvmfs.reader import Repository
-from cernvm_build.pipeline import Records
+from cernvm_build.pipeline.engine import Records
 from cernvm_build.rootfs.digest import tree_digest
-from cernvm_build.treestat import tree_stat
+from cernvm_build.util.treestat import tree_stat
 from tests.integration.conftest import fixture_packages
 from tests.support.debrepo import DebPkg, build_deb_repo, host_shell_package
 from tests.support.httpserver import RangeServer
@@ -240,36 +239,45 @@ def test_bundle_respawn_without_definition_uses_defaults(fixture_lock, tmp_path,
     assert "error: stage lock:" in err and "bundle was altered" in err
 
 
-def test_iso_stage_seam(debrepo, tmp_path, capsys, monkeypatch):
+def test_iso_stage_runs_the_real_builder_with_the_snapshot_it_follows(debrepo, tmp_path, capsys):
     extra = '\n[iso]\nboot-lock = "../closures/fixture.lock.toml"\nrepo-url = "http://127.0.0.1:8000/cvmfs/fixture.example.org"\n'
     p = project(tmp_path, debrepo, ["delta"], extra=extra)
     rc, res, err = build([str(p)], capsys)
     # the real boot stage runs, and the fixture closure has no kernel: a clear stage error
     assert rc != 0 and "error: stage iso:" in err and "kernel" in err
 
+    # the stage's builder interface: build_iso(out, IsoOptions), given exactly what the stage's key covers
+    from cernvm_build.boot.iso import IsoOptions
+    from cernvm_build.pipeline.definition import load_pipeline
+    from cernvm_build.pipeline.engine import run_pipeline
+    from cernvm_build.pipeline.stages import IsoStage, default_stages
+
     calls = []
 
-    def build_iso(**kw):
-        calls.append(kw)
-        kw["output"].parent.mkdir(parents=True, exist_ok=True)
-        kw["output"].write_bytes(b"ISO" * 1000)
-        return kw["output"]
+    def build_iso(out: Path, opts: IsoOptions):
+        calls.append((out, opts))
+        out.write_bytes(b"ISO" * 1000)
 
-    boot = types.ModuleType("cernvm_build.boot")
-    iso = types.ModuleType("cernvm_build.boot.iso")
-    iso.build_iso = build_iso
-    monkeypatch.setitem(sys.modules, "cernvm_build.boot", boot)
-    monkeypatch.setitem(sys.modules, "cernvm_build.boot.iso", iso)
-    rc, res, err = build([str(p)], capsys)
-    assert rc == 0, err
-    assert ran(res) == ["iso"] and len(calls) == 1
-    kw = calls[0]
-    v = res["values"]
-    assert kw["root_hash"] == v["root_hash"] and kw["tag"] == v["tag"] and kw["fqrn"] == "fixture.example.org"
-    assert kw["repo_url"].endswith("/cvmfs/fixture.example.org") and kw["public_key"].name == "fixture.example.org.pub"
-    assert v["iso"] == str(tmp_path / "state/iso/fixture.iso") and v["iso_bytes"] == 3000
-    rc, res, err = build([str(p)], capsys)
-    assert rc == 0 and ran(res) == [] and len(calls) == 1
+    stages = [s for s in default_stages() if s.name != "iso"]
+    stages.insert(5, IsoStage(builder=build_iso))
+    definition = load_pipeline(p)
+    res = run_pipeline(definition, stages)
+    assert [o.name for o in res.outcomes if o.status == "ran"] == ["iso"] and len(calls) == 1
+    out, opts = calls[0]
+    v = res.values
+    assert out == tmp_path / "state/iso/fixture.iso" and v["iso"] == str(out) and v["iso_bytes"] == 3000
+    assert opts.tag == v["tag"] and opts.root_hash is None and opts.boot_lock == tmp_path / "closures/fixture.lock.toml"
+    assert opts.repo_url.endswith("/cvmfs/fixture.example.org")
+    assert [k.name for k in opts.pubkeys] == ["fixture.example.org.pub"] and opts.cache_root == tmp_path / "cache"
+    res = run_pipeline(definition, stages)
+    assert [o.name for o in res.outcomes if o.status == "ran"] == [] and len(calls) == 1
+    # a new snapshot (another tag) makes a new ISO
+    definition = load_pipeline(p)
+    from dataclasses import replace
+
+    definition = replace(definition, cvmfs=replace(definition.cvmfs, tag="other-{lock_digest12}"))
+    res = run_pipeline(definition, stages)
+    assert [o.name for o in res.outcomes if o.status == "ran"] == ["publish", "iso"] and calls[-1][1].tag.startswith("other-")
 
 
 def test_image_stage_is_deterministic(debrepo, tmp_path, capsys):
@@ -288,7 +296,7 @@ def test_image_stage_is_deterministic(debrepo, tmp_path, capsys):
     # the stand-alone command gives the same bytes
     out = tmp_path / "same.raw"
     assert main(["image", v["tree"], str(out), "--format", "raw", "--source-date-epoch", str(v["sde"])]) == 0
-    from cernvm_build.fsutil import sha256_file
+    from cernvm_build.util.files import sha256_file
 
     assert sha256_file(out) == first
     q1, q2 = tmp_path / "a.qcow2", tmp_path / "b.qcow2"
@@ -310,8 +318,8 @@ def test_tree_stat_sees_edits(tmp_path):
 
 
 def test_image_handles_awkward_names_and_pins_times(tmp_path):
-    from cernvm_build.fsutil import sha256_file
-    from cernvm_build.image import ImageOptions, make_image
+    from cernvm_build.image.ext4 import ImageOptions, make_image
+    from cernvm_build.util.files import sha256_file
 
     tree = tmp_path / "t"
     (tree / "lib/systemd").mkdir(parents=True)
@@ -348,7 +356,7 @@ def test_until_and_one_build_per_state_dir(debrepo, tmp_path, capsys):
 
 
 def test_unsigned_bundle_refused_when_a_key_is_configured(fixture_lock, tmp_path, capsys):
-    from cernvm_build.attest import generate_key
+    from cernvm_build.trust.signing import generate_key
 
     assert main(["bundle", str(fixture_lock), str(tmp_path / "b"), "--cache", str(tmp_path / "c"), "-q"]) == 0
     _, pub = generate_key(tmp_path / "keys", "archive")

@@ -6,7 +6,7 @@ import json
 import shutil
 
 from cernvm_build.cli import main
-from cernvm_build.closure import read_lock
+from cernvm_build.lock.lockfile import read_lock
 from cernvm_build.rootfs.digest import tree_digest
 
 

@@ -17,8 +17,9 @@ from pathlib import Path
 
 import pytest
 
-from cernvm_build.attest import AttestError, sign_lock, verify_lock
-from cernvm_build.keyless import KeylessIdentity, KeylessSigner
+from cernvm_build.errors import LockSignatureError
+from cernvm_build.trust.keyless import KeylessIdentity, KeylessSigner
+from cernvm_build.trust.signing import sign_lock, verify_lock
 from tests.integration.fakesigstore import FakeSigstore
 
 REPO = Path(__file__).resolve().parents[2]
@@ -78,7 +79,7 @@ def expect(instance, identity=WORKFLOW, issuer=None, root=None) -> KeylessIdenti
 
 
 def refused(lock, instance, bundle=None, **kw) -> str:
-    with pytest.raises(AttestError) as err:
+    with pytest.raises(LockSignatureError) as err:
         verify_lock(lock, bundle=bundle, identity=expect(instance, **kw))
     message = str(err.value)
     assert "\n" not in message

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from cernvm_build.closure import read_lock
+from cernvm_build.lock.lockfile import read_lock
 from tests.support.aptref import apt_resolution
 from tests.support.debrepo import DebPkg, build_deb_repo, make_key, sign_release, write_recipe
 

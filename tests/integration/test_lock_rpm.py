@@ -15,13 +15,13 @@ from pathlib import Path
 
 import pytest
 
-from cernvm_build.cache import Cache
-from cernvm_build.closure import read_lock
 from cernvm_build.errors import CernVMBuildError, ChecksumError, MetadataError, SignatureError
-from cernvm_build.recipe import load_recipe
-from cernvm_build.repos import FetchOptions
-from cernvm_build.repos.rpmmd import load_rpmmd_repository
-from cernvm_build.resolve import LockOptions, resolve
+from cernvm_build.formats.rpm.repomd import load_rpmmd_repository
+from cernvm_build.lock.lockfile import read_lock
+from cernvm_build.lock.recipe import load_recipe
+from cernvm_build.lock.resolve import LockOptions, resolve
+from cernvm_build.lock.resolve.repository import MetadataOptions
+from cernvm_build.util.content_store import ContentStore
 from tests.integration.conftest_rpm import rpm_repo  # noqa: F401  (the session fixture)
 from tests.support.dnfref import DnfCase, dnf_resolutions
 from tests.support.rpmrepo import RpmRepo, createrepo, recompress_index
@@ -229,8 +229,8 @@ def test_open_checksum_is_checked_after_decompression(rpm_repo: RpmRepo, tmp_pat
     repomd.write_text(text)
     rpm_repo.resign(repo)
     with pytest.raises(ChecksumError, match=r"primary\.xml\.gz: checksum mismatch after decompression"):
-        load_rpmmd_repository(_recipe_repo(rpm_repo, tmp_path, repo), "x86_64", Cache(tmp_path / "c"),
-                              FetchOptions())
+        load_rpmmd_repository(_recipe_repo(rpm_repo, tmp_path, repo), "x86_64", ContentStore(tmp_path / "c"),
+                              MetadataOptions())
 
 
 def _recipe_repo(rpm_repo: RpmRepo, tmp: Path, repo: Path, **kw):
@@ -255,8 +255,8 @@ def test_bad_repomd_signature_is_refused(rpm_repo: RpmRepo, tmp_path: Path, dama
     assert expect in proc.stderr, proc.stderr
     # and through the library: the typed error
     with pytest.raises(SignatureError if damage != "unsigned" else MetadataError):
-        load_rpmmd_repository(_recipe_repo(rpm_repo, tmp_path, repo), "x86_64", Cache(tmp_path / "c"),
-                              FetchOptions())
+        load_rpmmd_repository(_recipe_repo(rpm_repo, tmp_path, repo), "x86_64", ContentStore(tmp_path / "c"),
+                              MetadataOptions())
 
 
 def test_gpgcheck_off_needs_no_signature(rpm_repo: RpmRepo, tmp_path: Path) -> None:

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from cernvm_build.closure import read_lock
+from cernvm_build.lock.lockfile import read_lock
 from tests.support.debrepo import DebPkg, build_deb_repo, make_key, write_recipe
 
 CLI = [sys.executable, "-m", "cernvm_build.cli"]

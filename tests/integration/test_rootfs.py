@@ -12,9 +12,9 @@ from pathlib import Path
 import pytest
 
 from cernvm_build.cli import main
-from cernvm_build.closure import Closure, LockedPackage, Solver, read_lock
 from cernvm_build.errors import RootfsError
-from cernvm_build.rootfs import install_order, lock_epoch
+from cernvm_build.lock.lockfile import Closure, LockedPackage, Solver, lock_epoch, read_lock
+from cernvm_build.rootfs import install_order
 from cernvm_build.rootfs.digest import tree_digest
 from cernvm_build.rootfs.safety import SafeTree
 from tests.support.debrepo import DebPkg, build_deb_repo, tar_bytes

@@ -18,8 +18,7 @@ from pathlib import Path
 import pytest
 
 from cernvm_build.cli import main
-from cernvm_build.closure import read_lock
-from cernvm_build.rootfs import lock_epoch
+from cernvm_build.lock.lockfile import lock_epoch, read_lock
 from cernvm_build.rootfs.digest import iter_entries, tree_digest
 from tests.support.rpmrepo import Pkg, RpmRepo, build_fixture
 

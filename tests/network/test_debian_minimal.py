@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from cernvm_build.cli import main
-from cernvm_build.closure import read_lock
+from cernvm_build.lock.lockfile import read_lock
 from cernvm_build.rootfs.digest import tree_digest
 
 RECIPE = Path(__file__).with_name("minimal-bookworm.toml")

@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from cernvm_build.cache import Cache
-from cernvm_build.closure import read_lock
-from cernvm_build.recipe import load_recipe
+from cernvm_build.lock.lockfile import read_lock
+from cernvm_build.lock.recipe import load_recipe
+from cernvm_build.util.content_store import ContentStore
 from tests.support.aptref import apt_resolution
 
 pytestmark = pytest.mark.network
@@ -32,7 +32,7 @@ def _lock(recipe: Path, out: Path, cache: Path, *extra: str) -> None:
 
 def _packages_file(lock_path: Path, cache: Path) -> Path:
     idx = read_lock(lock_path).repositories[0].indexes[0]
-    return Cache(cache).blob(idx.sha256)
+    return ContentStore(cache).blob(idx.sha256)
 
 
 def _stanzas(packages: Path, wanted: set[tuple[str, str, str]]) -> list[str]:
@@ -117,9 +117,9 @@ def test_apt_parity_on_random_requests(live_cache, tmp_path):
     (Run with more samples by hand: 400 cases gave 0 differences.)"""
     import random
 
-    from cernvm_build.recipe import PackageSpec
-    from cernvm_build.resolve import LockOptions, load_universe
-    from cernvm_build.solver import Request, solve
+    from cernvm_build.lock.recipe import PackageSpec
+    from cernvm_build.lock.resolve import LockOptions, load_universe
+    from cernvm_build.lock.resolve.solver import Request, solve
 
     recipe = load_recipe(ROOT / "recipes" / "bench-build-essential-python3.toml")
     _lock(ROOT / "recipes" / "bench-build-essential-python3.toml", tmp_path / "warm.lock", live_cache)
@@ -131,7 +131,7 @@ def test_apt_parity_on_random_requests(live_cache, tmp_path):
     bad = []
     for case in cases:
         u, _ = load_universe(recipe, opts)
-        closure, _ = solve(u, Request(specs=tuple(PackageSpec(n) for n in case), apt_policy=True))
+        closure, _ = solve(u, Request(specs=tuple(PackageSpec(n) for n in case), choices="apt"))
         ours = {s.name: s.evr for s in closure}
         apt = apt_resolution([loaded[0].indexes[0]], case)
         if ours != apt:

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from cernvm_build.closure import read_lock
+from cernvm_build.lock.lockfile import read_lock
 
 pytestmark = pytest.mark.network
 

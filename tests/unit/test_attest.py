@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from cernvm_build.attest import PAYLOAD_TYPE, pae
-from cernvm_build.closure import dumps
+from cernvm_build.lock.lockfile import dumps
+from cernvm_build.trust.signing import PAYLOAD_TYPE, pae
 from tests.unit.test_closure import sample
 
 CLI = [sys.executable, "-m", "cernvm_build.cli"]

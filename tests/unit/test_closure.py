@@ -4,9 +4,17 @@ from __future__ import annotations
 
 import pytest
 
-from cernvm_build.closure import (Closure, IndexFile, LockedPackage, RepositoryRecord, Solver, dumps, loads,
-                                  split_evr)
 from cernvm_build.errors import LockError
+from cernvm_build.lock.lockfile import (
+    Closure,
+    IndexFile,
+    LockedPackage,
+    RepositoryRecord,
+    Solver,
+    dumps,
+    loads,
+    split_evr,
+)
 
 SHA = "a" * 64
 

@@ -7,9 +7,9 @@ import subprocess
 import sys
 from dataclasses import replace
 
-from cernvm_build.closure import LockedPackage, dumps
-from cernvm_build.diff import diff, to_json, to_markdown, to_text
-from cernvm_build.graph import to_dot, why
+from cernvm_build.lock.diff import diff, to_json, to_markdown, to_text
+from cernvm_build.lock.graph import to_dot, why
+from cernvm_build.lock.lockfile import LockedPackage, dumps
 from tests.unit.test_closure import sample
 
 CLI = [sys.executable, "-m", "cernvm_build.cli"]

@@ -10,7 +10,7 @@ import subprocess
 import pytest
 
 from cernvm_build.errors import RootfsError
-from cernvm_build.rootfs.filecaps import ALL, encode, parse
+from cernvm_build.formats.rpm.filecaps import ALL, encode, parse
 
 SETCAP = shutil.which("setcap") or "/usr/sbin/setcap"
 CASES = ["cap_net_raw=ep", "cap_net_raw+p", "CAP_NET_RAW=ep", "cap_net_admin,cap_sys_ptrace+ep",

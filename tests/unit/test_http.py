@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from cernvm_build import http
+from cernvm_build.util import http
 from tests.support.httpserver import RangeServer
 
 

@@ -8,7 +8,7 @@ import pytest
 
 from cernvm_build.cli import main
 from cernvm_build.errors import PipelineConfigError
-from cernvm_build.pipelinedef import apply_overrides, load_pipeline
+from cernvm_build.pipeline.definition import apply_overrides, load_pipeline
 
 RECIPE = """name = "demo"
 flavour = "deb"

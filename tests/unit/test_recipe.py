@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from cernvm_build.errors import RecipeError
-from cernvm_build.recipe import PackageSpec, load_recipe
+from cernvm_build.lock.recipe import PackageSpec, load_recipe
 
 GOOD = '''
 name = "demo"

@@ -6,11 +6,11 @@ from pathlib import Path
 
 import pytest
 
-from cernvm_build.cache import Cache
 from cernvm_build.errors import MetadataError
-from cernvm_build.recipe import Repository
-from cernvm_build.repos import FetchOptions
-from cernvm_build.repos.rpmmd import load_rpmmd_repository, parse_repomd
+from cernvm_build.formats.rpm.repomd import load_rpmmd_repository, parse_repomd
+from cernvm_build.lock.recipe import Repository
+from cernvm_build.lock.resolve.repository import MetadataOptions
+from cernvm_build.util.content_store import ContentStore
 
 REPOMD = b"""<?xml version="1.0" encoding="UTF-8"?>
 <repomd xmlns="http://linux.duke.edu/metadata/repo" xmlns:rpm="http://linux.duke.edu/metadata/rpm">
@@ -57,7 +57,7 @@ def test_weak_checksums_are_refused(tmp_path: Path, kind: str, digest: str) -> N
     (repo / "repodata/repomd.xml").write_bytes(doc(kind, digest))
     r = Repository("t", f"file://{repo}", gpgcheck=False)
     with pytest.raises(MetadataError, match=rf"p-primary\.xml\.gz: repomd\.xml lists only a {kind} checksum.*sha256"):
-        load_rpmmd_repository(r, "x86_64", Cache(tmp_path / "cache"), FetchOptions())
+        load_rpmmd_repository(r, "x86_64", ContentStore(tmp_path / "cache"), MetadataOptions())
 
 
 def test_no_primary_is_refused(tmp_path: Path) -> None:
@@ -66,4 +66,4 @@ def test_no_primary_is_refused(tmp_path: Path) -> None:
     (repo / "repodata/repomd.xml").write_bytes(doc().replace(b'type="primary"', b'type="primary_db"'))
     r = Repository("t", f"file://{repo}", gpgcheck=False)
     with pytest.raises(MetadataError, match="lists no primary metadata"):
-        load_rpmmd_repository(r, "x86_64", Cache(tmp_path / "cache"), FetchOptions())
+        load_rpmmd_repository(r, "x86_64", ContentStore(tmp_path / "cache"), MetadataOptions())

@@ -17,9 +17,9 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ...cache import default_cache_dir
-from ...errors import ClientBuildError, MountError
-from ...fsutil import atomic_path
+from cernvm_build.errors import ClientBuildError, MountError
+from cernvm_build.util.content_store import default_cache_dir
+from cernvm_build.util.files import atomic_path
 
 SOURCE = Path(__file__).with_name("cvmfs-mini.c")
 BINARY_NAME = "cvmfs-mini"

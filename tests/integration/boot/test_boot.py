@@ -13,14 +13,13 @@ import subprocess
 from pathlib import Path
 
 import pytest
+from boot_helpers import BOOT_LOCK, CLIENT_LOCK, FQRN, MARKER, fetch_options, make_boot_tree
 
 from cernvm_build.boot.iso import IsoOptions, build_iso
 from cernvm_build.boot.qemu import HOST_FROM_GUEST, QemuOptions, boot, extract_from_iso
 from cernvm_build.cvmfs.keys import create_keys
 from cernvm_build.cvmfs.publish import PublishOptions, publish
 from cernvm_build.cvmfs.serve import serve_in_thread
-
-from boot_helpers import BOOT_LOCK, CLIENT_LOCK, FQRN, MARKER, fetch_options, make_boot_tree
 
 pytestmark = [pytest.mark.boot, pytest.mark.skipif(not shutil.which("qemu-system-x86_64"), reason="no qemu")]
 BOOT_TIMEOUT = 240

@@ -8,16 +8,14 @@ import subprocess
 from pathlib import Path
 
 import pytest
+from boot_helpers import BOOT_LOCK, FQRN, fetch_options
+from cvmfs_helpers import run_cli
 
 from cernvm_build.boot import initramfs
 from cernvm_build.boot.iso import IsoOptions, build_iso
 from cernvm_build.boot.kernel import modinfo_depends, resolve_modules
 from cernvm_build.boot.qemu import extract_from_iso
 from cernvm_build.errors import BootError
-
-from cvmfs_helpers import run_cli
-
-from boot_helpers import BOOT_LOCK, FQRN, fetch_options
 
 MAX_ISO = 15 * 2**20
 
@@ -143,8 +141,8 @@ def test_user_space_from_the_client_lock(tmp_path, session_keys, boot_kernel):
     lock's verified packages (not the host's), and the ISO is reproducible from the locks alone."""
     from boot_helpers import CLIENT_LOCK
 
-    from cernvm_build.closure import read_lock
-    from cernvm_build.fetch import PackageStore
+    from cernvm_build.lock.lockfile import read_lock
+    from cernvm_build.util.content_store import ContentStore
 
     opts = IsoOptions(boot_lock=BOOT_LOCK, repo_url="http://10.0.2.2:8000", pubkeys=[session_keys / f"{FQRN}.pub"],
                       tag="v1", fetch=fetch_options(), client_lock=CLIENT_LOCK)
@@ -159,13 +157,13 @@ def test_user_space_from_the_client_lock(tmp_path, session_keys, boot_kernel):
     work.mkdir()
     subprocess.run(["cpio", "-id", "--quiet"], input=raw, cwd=work, check=True)
     closure = read_lock(CLIENT_LOCK)
-    store = PackageStore.at(None)
+    store = ContentStore.at(None)
     packages = tmp_path / "packages"
     for name in ("busybox-static", "libssl3", "libfuse3-3", "libsqlite3-0", "zlib1g", "libc6"):
         pkg = next(p for p in closure.packages if p.name == name)
         dest = packages / name
         dest.mkdir(parents=True)
-        subprocess.run(["dpkg-deb", "-x", str(store.path(pkg.sha256)), str(dest)], check=True)
+        subprocess.run(["dpkg-deb", "-x", str(store.package(pkg.sha256)), str(dest)], check=True)
     for in_initramfs, package, in_package in [
         ("bin/busybox", "busybox-static", "bin/busybox"),
         ("lib/x86_64-linux-gnu/libcrypto.so.3", "libssl3", "usr/lib/x86_64-linux-gnu/libcrypto.so.3"),

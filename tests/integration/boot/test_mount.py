@@ -10,6 +10,7 @@ import zlib
 from pathlib import Path
 
 import pytest
+from cvmfs_helpers import FQRN, IS_ROOT, make_tree, run_cli, tree_entries
 
 from cernvm_build.boot import client
 from cernvm_build.cvmfs.keys import create_keys
@@ -18,8 +19,6 @@ from cernvm_build.cvmfs.publish import PublishOptions, publish
 from cernvm_build.cvmfs.reader import Repository
 from cernvm_build.cvmfs.serve import serve_in_thread
 from cernvm_build.errors import MountError
-
-from cvmfs_helpers import FQRN, IS_ROOT, make_tree, run_cli, tree_entries
 
 SMALL = dict(chunk_size=1 << 20, max_catalog_entries=25, min_catalog_entries=3, durable=False)
 

@@ -11,6 +11,7 @@ import time
 from pathlib import Path
 
 import pytest
+from cvmfs_helpers import FQRN, assert_same_tree, run_cli
 
 from cernvm_build.cvmfs import objects as obj
 from cernvm_build.cvmfs.gc import collect_garbage
@@ -18,8 +19,6 @@ from cernvm_build.cvmfs.keys import load_public_key
 from cernvm_build.cvmfs.publish import FAULT_ENV, PublishOptions, publish, repository_lock, resign_whitelist
 from cernvm_build.cvmfs.reader import Repository, verify_repository
 from cernvm_build.errors import CvmfsBusyError, CvmfsError
-
-from cvmfs_helpers import FQRN, assert_same_tree, run_cli
 
 SMALL = dict(chunk_size=256 * 1024, max_catalog_entries=40, min_catalog_entries=5, durable=False)
 

@@ -9,6 +9,7 @@ import tarfile
 from dataclasses import replace
 
 import pytest
+from cvmfs_helpers import FIXTURE_DIR, FQRN, IS_ROOT, assert_same_tree, make_tree, run_cli, tree_entries
 
 from cernvm_build.cvmfs.catalog import FLAG_DIR_NESTED_MOUNTPOINT
 from cernvm_build.cvmfs.keys import load_public_key
@@ -16,8 +17,6 @@ from cernvm_build.cvmfs.publish import PublishOptions, init_repository, publish
 from cernvm_build.cvmfs.reader import Repository, verify_repository
 from cernvm_build.cvmfs.serve import serve_in_thread
 from cernvm_build.errors import CvmfsError, CvmfsSignatureError, CvmfsWhitelistExpired
-
-from cvmfs_helpers import FIXTURE_DIR, FQRN, IS_ROOT, assert_same_tree, make_tree, run_cli, tree_entries
 
 SMALL = dict(chunk_size=1 << 20, max_catalog_entries=25, min_catalog_entries=3, durable=False)
 
@@ -128,7 +127,7 @@ def test_deterministic_root_hash_with_source_date_epoch(keys, tmp_path, monkeypa
 
 def test_snapshot_of_a_lock_needs_no_clock(keys, tmp_path, monkeypatch):
     """Without SOURCE_DATE_EPOCH, a snapshot of a lock is dated by the lock's newest metadata date."""
-    from cernvm_build.closure import dumps
+    from cernvm_build.lock.lockfile import dumps
     from tests.unit.test_closure import sample
 
     monkeypatch.delenv("SOURCE_DATE_EPOCH", raising=False)

@@ -9,18 +9,34 @@ import zlib
 
 import pytest
 from cryptography.hazmat.primitives.asymmetric import rsa
+from cvmfs_helpers import FQRN
 
 from cernvm_build.cvmfs import objects as obj
-from cernvm_build.cvmfs.catalog import (FLAG_DIR, FLAG_FILE, FLAG_FILE_CHUNK, CatalogReader, Counters, Entry,
-                                       NestedRef, content_digest, md5_pair, parse_xattrs, serialize_xattrs,
-                                       write_catalog)
-from cernvm_build.cvmfs.manifest import (Manifest, Whitelist, certificate_fingerprint, raw_rsa_sign,
-                                        verify_manifest_signature, verify_whitelist)
+from cernvm_build.cvmfs.catalog import (
+    FLAG_DIR,
+    FLAG_FILE,
+    FLAG_FILE_CHUNK,
+    CatalogReader,
+    Counters,
+    Entry,
+    NestedRef,
+    content_digest,
+    md5_pair,
+    parse_xattrs,
+    serialize_xattrs,
+    write_catalog,
+)
 from cernvm_build.cvmfs.keys import load_keys
+from cernvm_build.cvmfs.manifest import (
+    Manifest,
+    Whitelist,
+    certificate_fingerprint,
+    raw_rsa_sign,
+    verify_manifest_signature,
+    verify_whitelist,
+)
 from cernvm_build.cvmfs.publish import Node, partition
 from cernvm_build.errors import CvmfsIntegrityError, CvmfsSignatureError, CvmfsWhitelistExpired
-
-from cvmfs_helpers import FQRN
 
 
 def test_md5_path_pairs_match_reference_vectors():

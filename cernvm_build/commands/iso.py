@@ -1,0 +1,51 @@
+"""`iso`: a small boot ISO that boots a machine into a CernVM-FS snapshot."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+
+def _iso(args: argparse.Namespace) -> int:
+    from cernvm_build.boot.iso import IsoOptions, build_iso
+    from cernvm_build.boot.kernel import DEFAULT_MODULES
+    from cernvm_build.store.fetch import FetchOptions
+
+    opts = IsoOptions(boot_lock=args.boot_lock, repo_url=args.repo_url, pubkeys=args.pubkey, tag=args.tag,
+                      root_hash=args.root_hash, append=args.append,
+                      modules=tuple(dict.fromkeys([*DEFAULT_MODULES, *args.module])),
+                      kernel_package=args.kernel_package, scratch_label=args.scratch_label,
+                      cache_mb=args.cache_size, error_timeout=args.error_timeout, client_lock=args.client_lock,
+                      fetch=FetchOptions(mirrors=tuple(args.mirror), offline=args.offline))
+    r = build_iso(args.output, opts)
+    print(f"wrote {r.path}: {r.size / 2**20:.1f} MiB (kernel {r.kernel_version} {r.kernel_size / 2**20:.1f} MiB, "
+          f"initramfs {r.initramfs_size / 2**20:.1f} MiB) sha256 {r.sha256}")
+    print(f"kernel command line: {r.cmdline}")
+    print(f"busybox, client and libraries from: {r.user_space}")
+    return 0
+
+
+def register(sub: "argparse._SubParsersAction") -> None:
+    p = sub.add_parser("iso", help="build a small boot ISO that boots a machine into a CernVM-FS snapshot")
+    p.add_argument("--boot-lock", required=True, type=Path, help="lock whose kernel package is booted")
+    p.add_argument("--repo-url", required=True, help="repository URL as the booted machine sees it "
+                   "(several separated by ';'); kernel parameter cvmfs.url= overrides it")
+    p.add_argument("--pubkey", action="append", type=Path, required=True,
+                   help="master public key put into the initramfs (repeatable)")
+    g = p.add_mutually_exclusive_group()
+    g.add_argument("--tag", help="tag to boot (cvmfs.tag= overrides); default: the newest revision")
+    g.add_argument("--root-hash", help="root catalog hash to boot (cvmfs.root_hash= overrides)")
+    p.add_argument("-o", "--output", required=True, type=Path, help="ISO file to write")
+    p.add_argument("--append", default="", help="extra kernel command-line arguments")
+    p.add_argument("--module", action="append", default=[], help="extra kernel module for the initramfs")
+    p.add_argument("--kernel-package", help="kernel package name when the lock has several")
+    p.add_argument("--client-lock", type=Path,
+                   help="take busybox, the client's libraries and the compiler from this lock "
+                        "(recipes/boot-client.toml; needs root) instead of the build host")
+    p.add_argument("--scratch-label", default="CVMSCRATCH", help="label of the ext4 scratch disk (cache + writes)")
+    p.add_argument("--cache-size", type=int, default=2048, metavar="MB", help="client cache limit on the scratch disk")
+    p.add_argument("--error-timeout", type=int, default=60, metavar="S",
+                   help="after a boot error: seconds to offer a rescue shell before powering off")
+    p.add_argument("--mirror", action="append", type=Path, default=[], help="local package mirror for the kernel")
+    p.add_argument("--offline", action="store_true", help="never download the kernel package")
+    p.set_defaults(func=_iso)

@@ -1,0 +1,40 @@
+"""`publish`: a root tree as a new tagged revision of a CernVM-FS repository."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+
+def _publish(args: argparse.Namespace) -> int:
+    from cernvm_build.cvmfs.publish import PublishOptions, publish
+
+    opts = PublishOptions(tag=args.tag, description=args.description, lock_file=args.lock,
+                          max_catalog_entries=args.max_catalog_entries, min_catalog_entries=args.min_catalog_entries,
+                          chunk_size=args.chunk_size, compression_level=args.compression_level, workers=args.jobs,
+                          wait=args.wait, xattrs=not args.no_xattrs, durable=not args.no_sync)
+    r = publish(args.tree, args.repo, args.keys, opts)
+    print(f"published {r.fqrn} revision {r.revision} tag {r.tag}: root catalog {r.root_hash}; {r.files} files "
+          f"({r.files_read} read), {r.data_objects_written} new data objects, {r.catalogs_written}/{r.catalogs} "
+          f"catalogs written, {r.bytes_written / 1e6:.1f} MB written in {r.seconds:.2f} s")
+    return 0
+
+
+def register(sub: "argparse._SubParsersAction") -> None:
+    p = sub.add_parser("publish", help="publish a root tree as a new tagged revision of a CernVM-FS repository")
+    p.add_argument("tree", type=Path, help="root tree to publish")
+    p.add_argument("--repo", required=True, type=Path, help="stratum-0 directory (as served over HTTP)")
+    p.add_argument("--keys", required=True, type=Path, help="key directory (outside the repository)")
+    p.add_argument("--tag", required=True, help="name of the new tag")
+    p.add_argument("--description", default="", help="tag description")
+    p.add_argument("--lock", type=Path, help="closure lock: stored at /.cernvm/closure.lock.toml, digest in the tag")
+    p.add_argument("--max-catalog-entries", type=int, default=100_000, help="split catalogs above this size")
+    p.add_argument("--min-catalog-entries", type=int, default=1_000, help="smallest automatic nested catalog")
+    p.add_argument("--chunk-size", type=int, default=8 << 20, help="files larger than this are chunked (bytes)")
+    p.add_argument("--compression-level", type=int, default=4, choices=range(1, 10), metavar="1-9",
+                   help="zlib level of new objects (default 4; 6 is what cvmfs_server uses)")
+    p.add_argument("-j", "--jobs", type=int, default=0, help="worker threads (default: one per core)")
+    p.add_argument("--wait", type=float, default=0.0, help="seconds to wait for another publisher")
+    p.add_argument("--no-xattrs", action="store_true", help="do not record extended attributes")
+    p.add_argument("--no-sync", action="store_true", help="skip the disk sync before the manifest (tests)")
+    p.set_defaults(func=_publish)

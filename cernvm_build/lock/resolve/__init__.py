@@ -1,0 +1,77 @@
+"""The lock stage: recipe -> verified metadata -> libsolv -> canonical closure lock.
+
+The format (formats/) loads and verifies each repository and adds it to the libsolv universe; the
+solver resolves the shopping list there, steered by the format's own tool's choices unless plain
+libsolv is asked for.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+from cernvm_build import formats
+from cernvm_build.errors import RecipeError
+from cernvm_build.lock.lockfile import Closure, write_lock
+from cernvm_build.lock.recipe import Recipe
+from cernvm_build.lock.resolve.repository import LoadedRepo, MetadataOptions
+from cernvm_build.lock.resolve.solver import Request, solve, to_closure
+from cernvm_build.lock.resolve.universe import Universe, open_universe
+from cernvm_build.util.content_store import ContentStore
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class LockOptions:
+    cache_dir: str | Path | None = None
+    offline: bool = False
+    allow_expired: bool = False
+    choices: str = "auto"         # "auto": the format's own tool's (apt for deb, dnf for rpm); or "libsolv"
+
+
+def choices_for(recipe: Recipe, options: LockOptions) -> str:
+    """The choices to resolve with: `auto` means the format's native tool's."""
+    if options.choices == "auto":
+        return formats.get(recipe.flavour, RecipeError).native_choices
+    return options.choices
+
+
+def load_universe(recipe: Recipe, options: LockOptions) -> tuple[Universe, list[LoadedRepo]]:
+    fmt = formats.get(recipe.flavour, RecipeError)
+    store = ContentStore.at(options.cache_dir)
+    meta = MetadataOptions(offline=options.offline, allow_expired=options.allow_expired,
+                           with_filelists=fmt.file_dependencies and any(
+                               p.name.startswith("/") for p in recipe.packages))
+    loaded = [fmt.load_repository(repo, recipe.arch, store, meta) for repo in recipe.repositories]
+    u = open_universe(fmt, recipe.arch, loaded, store)
+    if fmt.file_dependencies and not meta.with_filelists and u.unprovided_files:
+        # dnf (4) always reads filelists; we read them only when primary.xml leaves a file
+        # dependency without provider (they are large), which gives dnf's answer at primary's cost.
+        log.info("file dependencies outside primary.xml (%s): loading filelists",
+                 ", ".join(u.unprovided_files[:3]))
+        meta = replace(meta, with_filelists=True)
+        loaded = [fmt.load_repository(repo, recipe.arch, store, meta) for repo in recipe.repositories]
+        u = open_universe(fmt, recipe.arch, loaded, store)
+    return u, loaded
+
+
+def resolve(recipe: Recipe, options: LockOptions = LockOptions()) -> Closure:
+    """Resolve RECIPE into a closure (nothing is written)."""
+    u, loaded = load_universe(recipe, options)
+    choices = choices_for(recipe, options)
+    specs = list(recipe.packages)
+    base = u.format.base_specs(u, recipe)
+    if base:
+        have = {s.name for s in specs}
+        specs = [s for s in base if s.name not in have] + specs
+    req = Request(specs=tuple(specs), exclude=recipe.exclude, pin=recipe.pin, weak=recipe.weak, choices=choices)
+    closure, roots = solve(u, req)
+    return to_closure(recipe, u, loaded, closure, roots, recipe.weak, choices)
+
+
+def lock(recipe: Recipe, output: str | Path, options: LockOptions = LockOptions()) -> tuple[Closure, str]:
+    """Resolve and write the lock atomically (only when the solve succeeded). Returns (closure, digest)."""
+    closure = resolve(recipe, options)
+    return closure, write_lock(closure, output)
