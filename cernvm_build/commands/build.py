@@ -10,6 +10,26 @@ from pathlib import Path
 from cernvm_build.commands._shared import megabytes
 
 
+def register(sub: "argparse._SubParsersAction") -> None:
+    p = sub.add_parser("build", help="run a pipeline: recipe -> lock -> sign -> fetch -> rootfs -> publish -> ISO, "
+                                     "skipping unchanged stages")
+    p.add_argument("pipeline", nargs="?", help="pipeline definition (pipeline/NAME.toml)")
+    p.add_argument("--from-bundle", metavar="BUNDLE",
+                   help="respawn the snapshot from a preservation bundle, with no network")
+    p.add_argument("--state-dir", help="where stage records, the tree and default outputs go")
+    p.add_argument("--lock-file", help="lock path (overrides the definition's lock-file)")
+    p.add_argument("--cache", help="package and metadata cache (overrides cache-dir)")
+    p.add_argument("--verify-key", metavar="PUB", help="public key the lock's signature must verify with "
+                                                       "(overrides [signing] public-key; e.g. for --from-bundle)")
+    p.add_argument("--offline", action="store_true", help="use only cached metadata and packages")
+    p.add_argument("--force", action="append", metavar="STAGE", help="run STAGE even if unchanged (repeatable)")
+    p.add_argument("--until", metavar="STAGE", help="stop after STAGE")
+    p.add_argument("--progress", action="store_true", help="progress lines even when stderr is not a terminal")
+    p.add_argument("--json", action="store_true", help="machine-readable result")
+    p.add_argument("-q", "--quiet", action="store_true")
+    p.set_defaults(func=_build)
+
+
 def load_definition(args: argparse.Namespace):
     """The definition to run: PIPELINE.toml, or for --from-bundle the bundle's lock with the targets of
     PIPELINE.toml (or defaults)."""
@@ -102,23 +122,3 @@ def _build(args: argparse.Namespace) -> int:
     elif not args.quiet:
         print(render_summary(result))
     return 0
-
-
-def register(sub: "argparse._SubParsersAction") -> None:
-    p = sub.add_parser("build", help="run a pipeline: recipe -> lock -> sign -> fetch -> rootfs -> publish -> ISO, "
-                                     "skipping unchanged stages")
-    p.add_argument("pipeline", nargs="?", help="pipeline definition (pipeline/NAME.toml)")
-    p.add_argument("--from-bundle", metavar="BUNDLE",
-                   help="respawn the snapshot from a preservation bundle, with no network")
-    p.add_argument("--state-dir", help="where stage records, the tree and default outputs go")
-    p.add_argument("--lock-file", help="lock path (overrides the definition's lock-file)")
-    p.add_argument("--cache", help="package and metadata cache (overrides cache-dir)")
-    p.add_argument("--verify-key", metavar="PUB", help="public key the lock's signature must verify with "
-                                                       "(overrides [signing] public-key; e.g. for --from-bundle)")
-    p.add_argument("--offline", action="store_true", help="use only cached metadata and packages")
-    p.add_argument("--force", action="append", metavar="STAGE", help="run STAGE even if unchanged (repeatable)")
-    p.add_argument("--until", metavar="STAGE", help="stop after STAGE")
-    p.add_argument("--progress", action="store_true", help="progress lines even when stderr is not a terminal")
-    p.add_argument("--json", action="store_true", help="machine-readable result")
-    p.add_argument("-q", "--quiet", action="store_true")
-    p.set_defaults(func=_build)

@@ -7,6 +7,14 @@ import argparse
 from cernvm_build.commands._shared import mirrors, package_source_args
 
 
+def register(sub: "argparse._SubParsersAction") -> None:
+    p = sub.add_parser("bundle", help="self-contained preservation bundle: lock, packages, local repository")
+    p.add_argument("lock")
+    p.add_argument("out", help="bundle directory to create")
+    package_source_args(p)
+    p.set_defaults(func=_bundle)
+
+
 def _bundle(args: argparse.Namespace) -> int:
     from cernvm_build.store.bundle import make_bundle
 
@@ -15,11 +23,3 @@ def _bundle(args: argparse.Namespace) -> int:
     if not args.quiet:
         print(f"wrote bundle {out}")
     return 0
-
-
-def register(sub: "argparse._SubParsersAction") -> None:
-    p = sub.add_parser("bundle", help="self-contained preservation bundle: lock, packages, local repository")
-    p.add_argument("lock")
-    p.add_argument("out", help="bundle directory to create")
-    package_source_args(p)
-    p.set_defaults(func=_bundle)

@@ -8,6 +8,58 @@ import sys
 from pathlib import Path
 
 
+def register(sub: "argparse._SubParsersAction") -> None:
+    cv = sub.add_parser("cvmfs", help="create, inspect, verify and maintain CernVM-FS repositories")
+    cs = cv.add_subparsers(dest="cvmfs_command", metavar="SUBCOMMAND", required=True)
+
+    p = cs.add_parser("init", help="create a repository: keys, whitelist, empty first revision")
+    p.add_argument("dir", type=Path)
+    p.add_argument("--name", required=True, help="fully qualified repository name, e.g. os.example.org")
+    p.add_argument("--keys", required=True, type=Path, help="key directory (created; outside DIR)")
+    p.add_argument("--whitelist-days", type=int, default=30)
+    p.set_defaults(func=_init)
+
+    def reader_args(p: argparse.ArgumentParser) -> None:
+        p.add_argument("repo", help="repository URL (http://...) or stratum-0 directory")
+        p.add_argument("--pubkey", action="append", type=Path, default=[],
+                       help="master public key verifying the whitelist (repeatable)")
+        p.add_argument("--tag", help="read this tag instead of the current revision")
+        p.add_argument("--allow-expired-whitelist", action="store_true",
+                       help="accept an expired whitelist (archived repositories)")
+
+    p = cs.add_parser("verify", help="check signatures, whitelist, catalogs and every object")
+    reader_args(p)
+    p.set_defaults(func=_verify)
+    p = cs.add_parser("ls", help="list a directory")
+    reader_args(p)
+    p.add_argument("path", nargs="?", default="/")
+    p.add_argument("-l", "--long", action="store_true")
+    p.add_argument("-R", "--recursive", action="store_true")
+    p.set_defaults(func=_ls)
+    p = cs.add_parser("cat", help="write a file's content to stdout")
+    reader_args(p)
+    p.add_argument("path")
+    p.set_defaults(func=_cat)
+    p = cs.add_parser("tags", help="list named tags")
+    reader_args(p)
+    p.set_defaults(func=_tags)
+
+    p = cs.add_parser("gc", help="remove tags not kept and objects unreachable from the kept ones")
+    p.add_argument("dir", type=Path)
+    p.add_argument("--keep", required=True, action="append",
+                   help="tags to keep (comma-separated, repeatable); trunk is always kept")
+    p.add_argument("--keys", required=True, type=Path, help="key directory (the manifest is re-signed)")
+    p.add_argument("--dry-run", action="store_true")
+    p.add_argument("--wait", type=float, default=0.0)
+    p.set_defaults(func=_gc)
+
+    p = cs.add_parser("resign", help="renew the whitelist with the master key")
+    p.add_argument("dir", type=Path)
+    p.add_argument("--keys", required=True, type=Path)
+    p.add_argument("--days", type=int, default=30)
+    p.set_defaults(func=_resign)
+
+
 def _init(args: argparse.Namespace) -> int:
     from cernvm_build.cvmfs.publish import init_repository
 
@@ -103,55 +155,3 @@ def _resign(args: argparse.Namespace) -> int:
     wl = resign_whitelist(args.dir, args.keys, args.days)
     print(f"whitelist of {wl.fqrn} renewed; expires {wl.expires_text}")
     return 0
-
-
-def register(sub: "argparse._SubParsersAction") -> None:
-    cv = sub.add_parser("cvmfs", help="create, inspect, verify and maintain CernVM-FS repositories")
-    cs = cv.add_subparsers(dest="cvmfs_command", metavar="SUBCOMMAND", required=True)
-
-    p = cs.add_parser("init", help="create a repository: keys, whitelist, empty first revision")
-    p.add_argument("dir", type=Path)
-    p.add_argument("--name", required=True, help="fully qualified repository name, e.g. os.example.org")
-    p.add_argument("--keys", required=True, type=Path, help="key directory (created; outside DIR)")
-    p.add_argument("--whitelist-days", type=int, default=30)
-    p.set_defaults(func=_init)
-
-    def reader_args(p: argparse.ArgumentParser) -> None:
-        p.add_argument("repo", help="repository URL (http://...) or stratum-0 directory")
-        p.add_argument("--pubkey", action="append", type=Path, default=[],
-                       help="master public key verifying the whitelist (repeatable)")
-        p.add_argument("--tag", help="read this tag instead of the current revision")
-        p.add_argument("--allow-expired-whitelist", action="store_true",
-                       help="accept an expired whitelist (archived repositories)")
-
-    p = cs.add_parser("verify", help="check signatures, whitelist, catalogs and every object")
-    reader_args(p)
-    p.set_defaults(func=_verify)
-    p = cs.add_parser("ls", help="list a directory")
-    reader_args(p)
-    p.add_argument("path", nargs="?", default="/")
-    p.add_argument("-l", "--long", action="store_true")
-    p.add_argument("-R", "--recursive", action="store_true")
-    p.set_defaults(func=_ls)
-    p = cs.add_parser("cat", help="write a file's content to stdout")
-    reader_args(p)
-    p.add_argument("path")
-    p.set_defaults(func=_cat)
-    p = cs.add_parser("tags", help="list named tags")
-    reader_args(p)
-    p.set_defaults(func=_tags)
-
-    p = cs.add_parser("gc", help="remove tags not kept and objects unreachable from the kept ones")
-    p.add_argument("dir", type=Path)
-    p.add_argument("--keep", required=True, action="append",
-                   help="tags to keep (comma-separated, repeatable); trunk is always kept")
-    p.add_argument("--keys", required=True, type=Path, help="key directory (the manifest is re-signed)")
-    p.add_argument("--dry-run", action="store_true")
-    p.add_argument("--wait", type=float, default=0.0)
-    p.set_defaults(func=_gc)
-
-    p = cs.add_parser("resign", help="renew the whitelist with the master key")
-    p.add_argument("dir", type=Path)
-    p.add_argument("--keys", required=True, type=Path)
-    p.add_argument("--days", type=int, default=30)
-    p.set_defaults(func=_resign)

@@ -6,25 +6,6 @@ import argparse
 from pathlib import Path
 
 
-def _iso(args: argparse.Namespace) -> int:
-    from cernvm_build.boot.iso import IsoOptions, build_iso
-    from cernvm_build.boot.kernel import DEFAULT_MODULES
-    from cernvm_build.store.fetch import FetchOptions
-
-    opts = IsoOptions(boot_lock=args.boot_lock, repo_url=args.repo_url, pubkeys=args.pubkey, tag=args.tag,
-                      root_hash=args.root_hash, append=args.append,
-                      modules=tuple(dict.fromkeys([*DEFAULT_MODULES, *args.module])),
-                      kernel_package=args.kernel_package, scratch_label=args.scratch_label,
-                      cache_mb=args.cache_size, error_timeout=args.error_timeout, client_lock=args.client_lock,
-                      fetch=FetchOptions(mirrors=tuple(args.mirror), offline=args.offline))
-    r = build_iso(args.output, opts)
-    print(f"wrote {r.path}: {r.size / 2**20:.1f} MiB (kernel {r.kernel_version} {r.kernel_size / 2**20:.1f} MiB, "
-          f"initramfs {r.initramfs_size / 2**20:.1f} MiB) sha256 {r.sha256}")
-    print(f"kernel command line: {r.cmdline}")
-    print(f"busybox, client and libraries from: {r.user_space}")
-    return 0
-
-
 def register(sub: "argparse._SubParsersAction") -> None:
     p = sub.add_parser("iso", help="build a small boot ISO that boots a machine into a CernVM-FS snapshot")
     p.add_argument("--boot-lock", required=True, type=Path, help="lock whose kernel package is booted")
@@ -49,3 +30,22 @@ def register(sub: "argparse._SubParsersAction") -> None:
     p.add_argument("--mirror", action="append", type=Path, default=[], help="local package mirror for the kernel")
     p.add_argument("--offline", action="store_true", help="never download the kernel package")
     p.set_defaults(func=_iso)
+
+
+def _iso(args: argparse.Namespace) -> int:
+    from cernvm_build.boot.iso import IsoOptions, build_iso
+    from cernvm_build.boot.kernel import DEFAULT_MODULES
+    from cernvm_build.store.fetch import FetchOptions
+
+    opts = IsoOptions(boot_lock=args.boot_lock, repo_url=args.repo_url, pubkeys=args.pubkey, tag=args.tag,
+                      root_hash=args.root_hash, append=args.append,
+                      modules=tuple(dict.fromkeys([*DEFAULT_MODULES, *args.module])),
+                      kernel_package=args.kernel_package, scratch_label=args.scratch_label,
+                      cache_mb=args.cache_size, error_timeout=args.error_timeout, client_lock=args.client_lock,
+                      fetch=FetchOptions(mirrors=tuple(args.mirror), offline=args.offline))
+    r = build_iso(args.output, opts)
+    print(f"wrote {r.path}: {r.size / 2**20:.1f} MiB (kernel {r.kernel_version} {r.kernel_size / 2**20:.1f} MiB, "
+          f"initramfs {r.initramfs_size / 2**20:.1f} MiB) sha256 {r.sha256}")
+    print(f"kernel command line: {r.cmdline}")
+    print(f"busybox, client and libraries from: {r.user_space}")
+    return 0

@@ -6,6 +6,21 @@ import argparse
 from pathlib import Path
 
 
+def register(sub: "argparse._SubParsersAction") -> None:
+    p = sub.add_parser("lock", help="resolve a recipe (shopping list) into a pinned closure lock")
+    p.add_argument("recipe", help="recipes/NAME.toml")
+    p.add_argument("-o", "--output", help="lock file to write (default closures/NAME.lock.toml)")
+    p.add_argument("--cache", help="metadata cache directory (default ~/.cache/cernvm-build)")
+    p.add_argument("--offline", action="store_true", help="use only cached (still verified) metadata")
+    p.add_argument("--allow-expired", action="store_true",
+                   help="accept Release files past Valid-Until (historic snapshots); logged")
+    p.add_argument("--policy", choices=["auto", "apt", "dnf", "libsolv"], default="auto",
+                   help="whose choices to follow: apt's (Debian default), dnf's (rpm default) or plain libsolv's")
+    p.add_argument("--check", metavar="LOCK", help="exit non-zero if re-resolving differs from LOCK; write nothing")
+    p.add_argument("-q", "--quiet", action="store_true")
+    p.set_defaults(func=_lock)
+
+
 def _lock(args: argparse.Namespace) -> int:
     from cernvm_build.errors import LockError
     from cernvm_build.lock.lockfile import digest, dumps, read_lock
@@ -36,18 +51,3 @@ def _lock(args: argparse.Namespace) -> int:
     if not args.quiet:
         print(f"wrote {output}: {len(closure.packages)} packages, {d}")
     return 0
-
-
-def register(sub: "argparse._SubParsersAction") -> None:
-    p = sub.add_parser("lock", help="resolve a recipe (shopping list) into a pinned closure lock")
-    p.add_argument("recipe", help="recipes/NAME.toml")
-    p.add_argument("-o", "--output", help="lock file to write (default closures/NAME.lock.toml)")
-    p.add_argument("--cache", help="metadata cache directory (default ~/.cache/cernvm-build)")
-    p.add_argument("--offline", action="store_true", help="use only cached (still verified) metadata")
-    p.add_argument("--allow-expired", action="store_true",
-                   help="accept Release files past Valid-Until (historic snapshots); logged")
-    p.add_argument("--policy", choices=["auto", "apt", "dnf", "libsolv"], default="auto",
-                   help="whose choices to follow: apt's (Debian default), dnf's (rpm default) or plain libsolv's")
-    p.add_argument("--check", metavar="LOCK", help="exit non-zero if re-resolving differs from LOCK; write nothing")
-    p.add_argument("-q", "--quiet", action="store_true")
-    p.set_defaults(func=_lock)

@@ -8,6 +8,22 @@ import sys
 from pathlib import Path
 
 
+def register(sub: "argparse._SubParsersAction") -> None:
+    p = sub.add_parser("mount", help="mount a CernVM-FS snapshot read-only with the small C client (FUSE)")
+    p.add_argument("url", help="repository URL (http://...); several separated by ';' are tried in turn")
+    p.add_argument("mountpoint", type=Path)
+    p.add_argument("--pubkey", action="append", type=Path, required=True,
+                   help="master public key verifying the whitelist (repeatable)")
+    g = p.add_mutually_exclusive_group()
+    g.add_argument("--tag", help="mount this named tag (default: the newest revision)")
+    g.add_argument("--root-hash", help="mount this root catalog hash")
+    p.add_argument("--cache", type=Path, help="object cache directory (default: <cache>/boot/mount-cache)")
+    p.add_argument("--cache-size", type=int, default=1024, metavar="MB", help="LRU cache limit (default 1024)")
+    p.add_argument("--foreground", "-f", action="store_true", help="stay in the foreground until unmounted")
+    p.add_argument("--debug", action="store_true", help="log every fetch")
+    p.set_defaults(func=_mount)
+
+
 def _mount(args: argparse.Namespace) -> int:
     from cernvm_build.boot import client
     from cernvm_build.util.content_store import default_cache_dir
@@ -25,19 +41,3 @@ def _mount(args: argparse.Namespace) -> int:
     print(msg.splitlines()[-1].removeprefix("cvmfs-mini: ") if msg else f"mounted {args.url} on {args.mountpoint}")
     print(f"unmount with: fusermount3 -u {args.mountpoint}", file=sys.stderr)
     return 0
-
-
-def register(sub: "argparse._SubParsersAction") -> None:
-    p = sub.add_parser("mount", help="mount a CernVM-FS snapshot read-only with the small C client (FUSE)")
-    p.add_argument("url", help="repository URL (http://...); several separated by ';' are tried in turn")
-    p.add_argument("mountpoint", type=Path)
-    p.add_argument("--pubkey", action="append", type=Path, required=True,
-                   help="master public key verifying the whitelist (repeatable)")
-    g = p.add_mutually_exclusive_group()
-    g.add_argument("--tag", help="mount this named tag (default: the newest revision)")
-    g.add_argument("--root-hash", help="mount this root catalog hash")
-    p.add_argument("--cache", type=Path, help="object cache directory (default: <cache>/boot/mount-cache)")
-    p.add_argument("--cache-size", type=int, default=1024, metavar="MB", help="LRU cache limit (default 1024)")
-    p.add_argument("--foreground", "-f", action="store_true", help="stay in the foreground until unmounted")
-    p.add_argument("--debug", action="store_true", help="log every fetch")
-    p.set_defaults(func=_mount)

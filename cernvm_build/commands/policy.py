@@ -1,66 +1,8 @@
-"""`policy stay|diverge|rebase`: update policies as closure diffs (library: lock.update)."""
+"""`policy stay|diverge|rebase`: update policies as closure diffs (library: lock.resolve.update)."""
 
 from __future__ import annotations
 
 import argparse
-
-
-def _options(args):
-    from cernvm_build.lock.resolve import LockOptions
-
-    return LockOptions(cache_dir=args.cache, offline=args.offline, allow_expired=args.allow_expired)
-
-
-def _stay(args: argparse.Namespace) -> int:
-    import json
-
-    from cernvm_build.lock.diff import to_json, to_markdown
-    from cernvm_build.lock.recipe import load_recipe
-    from cernvm_build.lock.update import stay
-
-    recipe = load_recipe(args.recipe) if args.recipe else None
-    report = stay(args.lock, recipe, args.newest, _options(args))
-    if args.format == "json":
-        data = json.loads(to_json(report.diff))
-        data["security"] = report.security
-        print(json.dumps(data, indent=2, sort_keys=True))
-    elif args.format == "markdown":
-        print(to_markdown(report.diff))
-        if report.security:
-            print(f"**Security updates not applied:** {', '.join(report.security)}")
-    else:
-        print(report.text())
-    return 1 if args.exit_code and not report.diff.empty else 0
-
-
-def _diverge(args: argparse.Namespace) -> int:
-    from cernvm_build.lock.lockfile import write_lock
-    from cernvm_build.lock.recipe import load_recipe
-    from cernvm_build.lock.update import diverge
-
-    closure = diverge(args.base, load_recipe(args.recipe), args.add, args.remove, args.upgrade, _options(args))
-    d = write_lock(closure, args.output)
-    print(f"wrote {args.output}: {len(closure.packages)} packages ({len(closure.delta.local)} local), {d}")
-    return 0
-
-
-def _rebase(args: argparse.Namespace) -> int:
-    from cernvm_build.lock.lockfile import write_lock
-    from cernvm_build.lock.recipe import load_recipe
-    from cernvm_build.lock.update import rebase
-
-    report = rebase(args.local, args.onto, load_recipe(args.recipe), _options(args), args.drop_conflicts)
-    print(report.text())
-    if report.closure is not None:
-        d = write_lock(report.closure, args.output)
-        print(f"wrote {args.output}: {len(report.closure.packages)} packages, {d}")
-    return 0
-
-
-def _common(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--cache", help="metadata cache directory")
-    p.add_argument("--offline", action="store_true", help="use only cached (still verified) metadata")
-    p.add_argument("--allow-expired", action="store_true", help="accept Release files past Valid-Until")
 
 
 def register(sub: "argparse._SubParsersAction") -> None:
@@ -95,3 +37,61 @@ def register(sub: "argparse._SubParsersAction") -> None:
     r.add_argument("-o", "--output", required=True)
     _common(r)
     r.set_defaults(func=_rebase)
+
+
+def _options(args):
+    from cernvm_build.lock.resolve import LockOptions
+
+    return LockOptions(cache_dir=args.cache, offline=args.offline, allow_expired=args.allow_expired)
+
+
+def _stay(args: argparse.Namespace) -> int:
+    import json
+
+    from cernvm_build.lock.diff import to_json, to_markdown
+    from cernvm_build.lock.recipe import load_recipe
+    from cernvm_build.lock.resolve.update import stay
+
+    recipe = load_recipe(args.recipe) if args.recipe else None
+    report = stay(args.lock, recipe, args.newest, _options(args))
+    if args.format == "json":
+        data = json.loads(to_json(report.diff))
+        data["security"] = report.security
+        print(json.dumps(data, indent=2, sort_keys=True))
+    elif args.format == "markdown":
+        print(to_markdown(report.diff))
+        if report.security:
+            print(f"**Security updates not applied:** {', '.join(report.security)}")
+    else:
+        print(report.text())
+    return 1 if args.exit_code and not report.diff.empty else 0
+
+
+def _diverge(args: argparse.Namespace) -> int:
+    from cernvm_build.lock.lockfile import write_lock
+    from cernvm_build.lock.recipe import load_recipe
+    from cernvm_build.lock.resolve.update import diverge
+
+    closure = diverge(args.base, load_recipe(args.recipe), args.add, args.remove, args.upgrade, _options(args))
+    d = write_lock(closure, args.output)
+    print(f"wrote {args.output}: {len(closure.packages)} packages ({len(closure.delta.local)} local), {d}")
+    return 0
+
+
+def _rebase(args: argparse.Namespace) -> int:
+    from cernvm_build.lock.lockfile import write_lock
+    from cernvm_build.lock.recipe import load_recipe
+    from cernvm_build.lock.resolve.update import rebase
+
+    report = rebase(args.local, args.onto, load_recipe(args.recipe), _options(args), args.drop_conflicts)
+    print(report.text())
+    if report.closure is not None:
+        d = write_lock(report.closure, args.output)
+        print(f"wrote {args.output}: {len(report.closure.packages)} packages, {d}")
+    return 0
+
+
+def _common(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--cache", help="metadata cache directory")
+    p.add_argument("--offline", action="store_true", help="use only cached (still verified) metadata")
+    p.add_argument("--allow-expired", action="store_true", help="accept Release files past Valid-Until")

@@ -6,20 +6,6 @@ import argparse
 from pathlib import Path
 
 
-def _publish(args: argparse.Namespace) -> int:
-    from cernvm_build.cvmfs.publish import PublishOptions, publish
-
-    opts = PublishOptions(tag=args.tag, description=args.description, lock_file=args.lock,
-                          max_catalog_entries=args.max_catalog_entries, min_catalog_entries=args.min_catalog_entries,
-                          chunk_size=args.chunk_size, compression_level=args.compression_level, workers=args.jobs,
-                          wait=args.wait, xattrs=not args.no_xattrs, durable=not args.no_sync)
-    r = publish(args.tree, args.repo, args.keys, opts)
-    print(f"published {r.fqrn} revision {r.revision} tag {r.tag}: root catalog {r.root_hash}; {r.files} files "
-          f"({r.files_read} read), {r.data_objects_written} new data objects, {r.catalogs_written}/{r.catalogs} "
-          f"catalogs written, {r.bytes_written / 1e6:.1f} MB written in {r.seconds:.2f} s")
-    return 0
-
-
 def register(sub: "argparse._SubParsersAction") -> None:
     p = sub.add_parser("publish", help="publish a root tree as a new tagged revision of a CernVM-FS repository")
     p.add_argument("tree", type=Path, help="root tree to publish")
@@ -38,3 +24,17 @@ def register(sub: "argparse._SubParsersAction") -> None:
     p.add_argument("--no-xattrs", action="store_true", help="do not record extended attributes")
     p.add_argument("--no-sync", action="store_true", help="skip the disk sync before the manifest (tests)")
     p.set_defaults(func=_publish)
+
+
+def _publish(args: argparse.Namespace) -> int:
+    from cernvm_build.cvmfs.publish import PublishOptions, publish
+
+    opts = PublishOptions(tag=args.tag, description=args.description, lock_file=args.lock,
+                          max_catalog_entries=args.max_catalog_entries, min_catalog_entries=args.min_catalog_entries,
+                          chunk_size=args.chunk_size, compression_level=args.compression_level, workers=args.jobs,
+                          wait=args.wait, xattrs=not args.no_xattrs, durable=not args.no_sync)
+    r = publish(args.tree, args.repo, args.keys, opts)
+    print(f"published {r.fqrn} revision {r.revision} tag {r.tag}: root catalog {r.root_hash}; {r.files} files "
+          f"({r.files_read} read), {r.data_objects_written} new data objects, {r.catalogs_written}/{r.catalogs} "
+          f"catalogs written, {r.bytes_written / 1e6:.1f} MB written in {r.seconds:.2f} s")
+    return 0

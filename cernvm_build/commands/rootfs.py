@@ -7,6 +7,17 @@ import argparse
 from cernvm_build.commands._shared import fetch_options, package_source_args
 
 
+def register(sub: "argparse._SubParsersAction") -> None:
+    p = sub.add_parser("rootfs", help="build a reproducible root tree from a lock")
+    p.add_argument("lock")
+    p.add_argument("dest", help="directory to create (built beside it, renamed when complete)")
+    p.add_argument("--mode", choices=["unpack", "install"], default="unpack",
+                   help="unpack payloads only, or also configure: Debian maintainer scripts in a chroot, "
+                        "rpm scriptlets in one rpm transaction (needs root)")
+    package_source_args(p)
+    p.set_defaults(func=_rootfs)
+
+
 def _rootfs(args: argparse.Namespace) -> int:
     from cernvm_build.lock.lockfile import read_lock
     from cernvm_build.rootfs import RootfsOptions, build_rootfs
@@ -22,14 +33,3 @@ def _rootfs(args: argparse.Namespace) -> int:
               f"SOURCE_DATE_EPOCH={result.sde}"
               + (f", {len(result.skipped_devices)} device nodes skipped" if result.skipped_devices else ""))
     return 0
-
-
-def register(sub: "argparse._SubParsersAction") -> None:
-    p = sub.add_parser("rootfs", help="build a reproducible root tree from a lock")
-    p.add_argument("lock")
-    p.add_argument("dest", help="directory to create (built beside it, renamed when complete)")
-    p.add_argument("--mode", choices=["unpack", "install"], default="unpack",
-                   help="unpack payloads only, or also configure: Debian maintainer scripts in a chroot, "
-                        "rpm scriptlets in one rpm transaction (needs root)")
-    package_source_args(p)
-    p.set_defaults(func=_rootfs)

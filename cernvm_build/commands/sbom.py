@@ -6,6 +6,14 @@ import argparse
 from pathlib import Path
 
 
+def register(sub: "argparse._SubParsersAction") -> None:
+    p = sub.add_parser("sbom", help="software bill of materials of a closure (SPDX 2.3 or CycloneDX 1.5 JSON)")
+    p.add_argument("lock")
+    p.add_argument("--format", choices=["spdx", "cyclonedx"], default="spdx")
+    p.add_argument("-o", "--output", help="write here instead of standard output")
+    p.set_defaults(func=_sbom)
+
+
 def _sbom(args: argparse.Namespace) -> int:
     from cernvm_build.lock.lockfile import digest, read_lock
     from cernvm_build.lock.sbom import to_cyclonedx, to_spdx
@@ -19,11 +27,3 @@ def _sbom(args: argparse.Namespace) -> int:
     else:
         print(text, end="")
     return 0
-
-
-def register(sub: "argparse._SubParsersAction") -> None:
-    p = sub.add_parser("sbom", help="software bill of materials of a closure (SPDX 2.3 or CycloneDX 1.5 JSON)")
-    p.add_argument("lock")
-    p.add_argument("--format", choices=["spdx", "cyclonedx"], default="spdx")
-    p.add_argument("-o", "--output", help="write here instead of standard output")
-    p.set_defaults(func=_sbom)

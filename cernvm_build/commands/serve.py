@@ -6,6 +6,13 @@ import argparse
 from pathlib import Path
 
 
+def register(sub: "argparse._SubParsersAction") -> None:
+    p = sub.add_parser("serve", help="serve a repository over HTTP on the loopback interface")
+    p.add_argument("dir", type=Path)
+    p.add_argument("--port", type=int, default=8000)
+    p.set_defaults(func=_serve)
+
+
 def _serve(args: argparse.Namespace) -> int:
     from cernvm_build.cvmfs.serve import make_server
 
@@ -19,10 +26,3 @@ def _serve(args: argparse.Namespace) -> int:
     finally:
         server.server_close()
     return 0
-
-
-def register(sub: "argparse._SubParsersAction") -> None:
-    p = sub.add_parser("serve", help="serve a repository over HTTP on the loopback interface")
-    p.add_argument("dir", type=Path)
-    p.add_argument("--port", type=int, default=8000)
-    p.set_defaults(func=_serve)

@@ -8,23 +8,6 @@ from pathlib import Path
 from cernvm_build.errors import CernVMBuildError
 
 
-def _sign(args: argparse.Namespace) -> int:
-    from cernvm_build.trust.signing import sign_lock
-
-    if args.keyless:
-        from cernvm_build.trust.keyless import KeylessSigner
-
-        signer = KeylessSigner(args.identity_token, Path(args.trust_config) if args.trust_config else None,
-                               args.staging)
-        out = sign_lock(args.lock, out=args.output, keyless=signer)
-    else:
-        if args.identity_token or args.trust_config or args.staging:
-            raise CernVMBuildError("sign: --identity-token, --trust-config and --staging need --keyless")
-        out = sign_lock(args.lock, args.key, args.output)
-    print(f"wrote {out}")
-    return 0
-
-
 def register(sub: "argparse._SubParsersAction") -> None:
     p = sub.add_parser("sign", help="sign a lock: LOCK.sigstore.json (in-toto statement, DSSE, Sigstore bundle)")
     p.add_argument("lock")
@@ -40,3 +23,20 @@ def register(sub: "argparse._SubParsersAction") -> None:
     p.add_argument("--staging", action="store_true", help="use Sigstore's staging instance")
     p.add_argument("-o", "--output", help="bundle path (default LOCK.sigstore.json)")
     p.set_defaults(func=_sign)
+
+
+def _sign(args: argparse.Namespace) -> int:
+    from cernvm_build.trust.signing import sign_lock
+
+    if args.keyless:
+        from cernvm_build.trust.keyless import KeylessSigner
+
+        signer = KeylessSigner(args.identity_token, Path(args.trust_config) if args.trust_config else None,
+                               args.staging)
+        out = sign_lock(args.lock, out=args.output, keyless=signer)
+    else:
+        if args.identity_token or args.trust_config or args.staging:
+            raise CernVMBuildError("sign: --identity-token, --trust-config and --staging need --keyless")
+        out = sign_lock(args.lock, args.key, args.output)
+    print(f"wrote {out}")
+    return 0

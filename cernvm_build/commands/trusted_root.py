@@ -6,14 +6,6 @@ import argparse
 from pathlib import Path
 
 
-def _trusted_root(args: argparse.Namespace) -> int:
-    from cernvm_build.trust.keyless import export_trusted_root
-
-    out = export_trusted_root(Path(args.out), args.staging, args.offline)
-    print(f"wrote {out}")
-    return 0
-
-
 def register(sub: "argparse._SubParsersAction") -> None:
     p = sub.add_parser("trusted-root", help="write Sigstore's trusted_root.json (via TUF) to archive beside "
                                             "keylessly signed locks")
@@ -21,3 +13,11 @@ def register(sub: "argparse._SubParsersAction") -> None:
     p.add_argument("--staging", action="store_true", help="Sigstore's staging instance")
     p.add_argument("--offline", action="store_true", help="no TUF refresh: the local or bundled copy")
     p.set_defaults(func=_trusted_root)
+
+
+def _trusted_root(args: argparse.Namespace) -> int:
+    from cernvm_build.trust.keyless import export_trusted_root
+
+    out = export_trusted_root(Path(args.out), args.staging, args.offline)
+    print(f"wrote {out}")
+    return 0

@@ -5,6 +5,13 @@ from __future__ import annotations
 import argparse
 
 
+def register(sub: "argparse._SubParsersAction") -> None:
+    p = sub.add_parser("why", help="dependency paths from the shopping list to a package, from the lock alone")
+    p.add_argument("lock")
+    p.add_argument("package")
+    p.set_defaults(func=_why)
+
+
 def _why(args: argparse.Namespace) -> int:
     from cernvm_build.lock.graph import why
     from cernvm_build.lock.lockfile import read_lock
@@ -17,10 +24,3 @@ def _why(args: argparse.Namespace) -> int:
     for path in paths:
         print(" -> ".join(path))
     return 0
-
-
-def register(sub: "argparse._SubParsersAction") -> None:
-    p = sub.add_parser("why", help="dependency paths from the shopping list to a package, from the lock alone")
-    p.add_argument("lock")
-    p.add_argument("package")
-    p.set_defaults(func=_why)

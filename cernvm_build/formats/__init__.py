@@ -102,6 +102,17 @@ class PackageFormat(ABC):
         """Make REPO_DIR, holding the locked files at their locations, a repository the format's tools use."""
 
 
+def lazy(module: str, function: str) -> Callable:
+    """A method that calls MODULE.FUNCTION (without self), importing MODULE on first call: a format's
+    heavy parts (libsolv, apt_pkg, rpm) load only when used, which keeps `cernvm-build lock` light."""
+
+    def method(self: PackageFormat, *args: Any, **kwargs: Any) -> Any:
+        return getattr(importlib.import_module(module), function)(*args, **kwargs)
+
+    method.__name__ = function
+    return method
+
+
 def flavours() -> tuple[str, ...]:
     """The formats this installation has: one subpackage each."""
     return tuple(sorted(m.name for m in pkgutil.iter_modules(__path__) if m.ispkg))

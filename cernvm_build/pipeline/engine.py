@@ -47,10 +47,12 @@ def canonical_digest(obj: Any) -> str:
 class StageOutput:
     """Base of every stage's outputs: plain data, recorded as JSON and read back field by field."""
 
+    key_field: ClassVar[str] = ""    # the field that says what the output is (a digest), if one does
+
     @property
     def key(self) -> str:
         """What this output stands for, for the stages that need it (default: all of its fields)."""
-        return canonical_digest(self.record())
+        return getattr(self, self.key_field) if self.key_field else canonical_digest(self.record())
 
     def record(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

@@ -12,7 +12,8 @@ from pathlib import Path
 from urllib.parse import quote
 
 from cernvm_build.errors import BootError, RecipeError
-from cernvm_build.formats import PackageFormat
+from cernvm_build.formats import PackageFormat, lazy
+from cernvm_build.lock.recipe import Repository
 from cernvm_build.util.tools import run_tool
 
 PRIORITIES = ("required", "important", "standard", "optional", "extra")
@@ -25,8 +26,6 @@ class Deb(PackageFormat):
     priorities = PRIORITIES
 
     def parse_repository(self, t, where, name, url, keyring):
-        from cernvm_build.lock.recipe import Repository
-
         suite = t.str("suite", required=True)
         components = t.strlist("components", required=True)
         if not components:
@@ -36,15 +35,10 @@ class Deb(PackageFormat):
                               "signature, e.g. /usr/share/keyrings/debian-archive-keyring.gpg)")
         return Repository(name, url, suite, components, keyring, allow_expired=t.bool("allow-expired"))
 
-    def load_repository(self, repo, arch, store, options):
-        from cernvm_build.formats.deb.archive import load_deb_repository
-
-        return load_deb_repository(repo, arch, store, options)
-
-    def add_to_universe(self, u, loaded, store):
-        from cernvm_build.formats.deb.universe import add_to_universe
-
-        return add_to_universe(u, loaded, store)
+    load_repository = lazy("cernvm_build.formats.deb.archive", "load_deb_repository")
+    add_to_universe = lazy("cernvm_build.formats.deb.universe", "add_to_universe")
+    preferred = lazy("cernvm_build.formats.deb.apt_choices", "apt_choices")
+    build_tree = lazy("cernvm_build.formats.deb.tree", "build")
 
     def download_size(self, part, s):
         return part.side.size[s.id - part.first_id]
@@ -65,21 +59,11 @@ class Deb(PackageFormat):
                     names.add(u.pool.id2solvable(part.first_id + i).name)
         return [PackageSpec(n) for n in sorted(names)]
 
-    def preferred(self, u, requested, weak, installed):
-        from cernvm_build.formats.deb.apt_choices import apt_choices
-
-        return apt_choices(u, requested, weak, installed)
-
     def compare_versions(self, a, b):
         return _apt().version_compare(a, b)
 
     def purl(self, closure, pkg):
         return f"pkg:deb/debian/{quote(pkg.name)}@{quote(pkg.evr, safe='')}?arch={pkg.arch}"
-
-    def build_tree(self, closure, root, files, options, sde):
-        from cernvm_build.formats.deb.tree import build
-
-        return build(closure, root, files, options, sde)
 
     def extract(self, package, dest):
         run_tool(["dpkg-deb", "-x", str(package), str(dest)], error=BootError)

@@ -34,7 +34,7 @@ def side_index(u: Universe, s: "solv.XSolvable") -> tuple[debindex.DebIndex, int
     return part.side, s.id - part.first_id
 
 
-def _build_cache(path: Path, arch: str, solv_file: Path, side_file: Path, what: str) -> None:
+def _build_cache(u: Universe, path: Path, solv_file: Path, side_file: Path, what: str) -> None:
     """Parse a Packages file once, in a private pool, into the .solv cache and its side table.
 
     A private pool makes the side table independent of whatever else is loaded: its name ranks are
@@ -42,9 +42,7 @@ def _build_cache(path: Path, arch: str, solv_file: Path, side_file: Path, what: 
     (pkgCacheGenerator creates a package at its first mention, stanza or dependency), and apt
     breaks provider ties and orders requested packages by that number.
     """
-    from cernvm_build.formats.deb import FORMAT
-
-    tp = new_pool(FORMAT, arch)
+    tp = new_pool(u.format, u.arch)
     trepo = tp.add_repo("parse")
     f = solv.xfopen(str(path))
     if f is None or not trepo.add_debpackages(f, 0):
@@ -76,7 +74,7 @@ def _add_part(u: Universe, loaded: LoadedRepo, n: int, path: Path, sha: str, sto
     repo = u.pool.add_repo(f"{loaded.record.name}#{n}")
     for attempt in (1, 2):
         if not (solv_file.exists() and side_file.exists()):
-            _build_cache(path, u.arch, solv_file, side_file, f"{loaded.record.url}: {path.name}")
+            _build_cache(u, path, solv_file, side_file, f"{loaded.record.url}: {path.name}")
         ok = read_solv(repo, solv_file)
         try:
             index = debindex.load(side_file, path) if ok else None

@@ -12,7 +12,8 @@ from pathlib import Path
 from urllib.parse import quote
 
 from cernvm_build.errors import BootError, RecipeError
-from cernvm_build.formats import PackageFormat
+from cernvm_build.formats import PackageFormat, lazy
+from cernvm_build.lock.recipe import Repository
 from cernvm_build.util.tools import run_tool
 
 
@@ -23,33 +24,21 @@ class Rpm(PackageFormat):
     file_dependencies = True
 
     def parse_repository(self, t, where, name, url, keyring):
-        from cernvm_build.lock.recipe import Repository
-
         gpgcheck = t.bool("gpgcheck", default=True)
         if gpgcheck and not keyring:
             raise RecipeError(f"{where}: missing required key 'keyring' (the key that signs repomd.xml); "
                               "set gpgcheck = false only for repositories you trust by other means")
         return Repository(name, url, keyring=keyring, gpgcheck=gpgcheck)
 
-    def load_repository(self, repo, arch, store, options):
-        from cernvm_build.formats.rpm.repomd import load_rpmmd_repository
-
-        return load_rpmmd_repository(repo, arch, store, options)
-
-    def add_to_universe(self, u, loaded, store):
-        from cernvm_build.formats.rpm.universe import add_to_universe
-
-        return add_to_universe(u, loaded, store)
+    load_repository = lazy("cernvm_build.formats.rpm.repomd", "load_rpmmd_repository")
+    add_to_universe = lazy("cernvm_build.formats.rpm.universe", "add_to_universe")
+    alternatives = lazy("cernvm_build.formats.rpm.dnf_choices", "alternatives")
+    build_tree = lazy("cernvm_build.formats.rpm.tree", "build")
 
     def download_size(self, part, s):
         import solv
 
         return s.lookup_num(solv.SOLVABLE_DOWNLOADSIZE)
-
-    def alternatives(self, u, considered):
-        from cernvm_build.formats.rpm.dnf_choices import alternatives
-
-        return alternatives(u, considered)
 
     def compare_versions(self, a, b):
         import rpm
@@ -64,11 +53,6 @@ class Rpm(PackageFormat):
         version = quote(pkg.version + ("-" + pkg.release if pkg.release else ""), safe="")
         return (f"pkg:rpm/{quote(pkg.repository)}/{quote(pkg.name)}@{version}?arch={pkg.arch}"
                 + (f"&epoch={pkg.epoch}" if pkg.epoch else ""))
-
-    def build_tree(self, closure, root, files, options, sde):
-        from cernvm_build.formats.rpm.tree import build
-
-        return build(closure, root, files, options, sde)
 
     def extract(self, package, dest):
         """The payload (rpm2archive: a tar on stdout) unpacked by tar; no scriptlet runs."""

@@ -1,4 +1,5 @@
-"""The lock stage: recipe -> verified metadata -> libsolv -> canonical closure lock.
+"""The lock stage: recipe -> verified metadata -> libsolv -> canonical closure lock (and, in update.py,
+the update policies: resolutions relative to an existing lock).
 
 The format (formats/) loads and verifies each repository and adds it to the libsolv universe; the
 solver resolves the shopping list there, steered by the format's own tool's choices unless plain

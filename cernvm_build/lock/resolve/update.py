@@ -1,5 +1,8 @@
 """Update policies as closure diffs: stay, diverge, rebase (DESIGN.md, "Update policies").
 
+They live with the resolver because each is a resolution relative to a lock: stay re-resolves and
+diffs, diverge solves on a locked base, rebase re-solves a recorded delta on a new base.
+
 - stay: keep the pinned closure; report what a re-resolution would bring (security updates pending).
 - diverge: local additions/upgrades/removals on top of a base lock, solved with the base locked; the
   result is itself a lock whose [delta] table records the base digest and the local changes.
