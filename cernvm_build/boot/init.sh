@@ -7,6 +7,8 @@
 #   cvmfs.scratch=LABEL   cvmfs.cache_size=MB  cvmfs.error_timeout=SECONDS  cvmfs.debug=1  init=PATH
 # stay/rebase: with a scratch disk the root hash mounted on first boot is recorded there and booted
 # from then on; cvmfs.rebase=1 or a cvmfs.tag= different from the recorded one moves to the tag.
+# An ISO built for one snapshot (boot.conf names its root hash; the tag is then a label) boots that
+# root hash; cvmfs.rebase=1 moves on to the newest revision, cvmfs.tag= to a tag.
 export PATH=/bin:/sbin
 umask 022
 mount -t proc proc /proc
@@ -34,13 +36,14 @@ fail() {
 INIT=/sbin/init
 REBASE=0
 TAG_FROM_CMDLINE=
+ROOT_HASH_FROM_CMDLINE=
 DEBUG=
 set -f
 for arg in $(cat /proc/cmdline); do
     case "$arg" in
         cvmfs.url=*) CVMFS_URL="${arg#cvmfs.url=}" ;;
         cvmfs.tag=*) CVMFS_TAG="${arg#cvmfs.tag=}"; TAG_FROM_CMDLINE=1 ;;
-        cvmfs.root_hash=*) CVMFS_ROOT_HASH="${arg#cvmfs.root_hash=}" ;;
+        cvmfs.root_hash=*) CVMFS_ROOT_HASH="${arg#cvmfs.root_hash=}"; ROOT_HASH_FROM_CMDLINE=1 ;;
         cvmfs.rebase=*) REBASE="${arg#cvmfs.rebase=}" ;;
         cvmfs.scratch=*) SCRATCH_LABEL="${arg#cvmfs.scratch=}" ;;
         cvmfs.cache_size=*) CACHE_MB="${arg#cvmfs.cache_size=}" ;;
@@ -108,14 +111,20 @@ mkdir -p "$RW/cache" "$RW/upper" "$RW/work" "$RW/cernvm"
 # -------------------------------------------------------------- which snapshot: stay or rebase
 SELECT=
 RECORD=
-if [ -n "$CVMFS_ROOT_HASH" ]; then
+if [ -n "$ROOT_HASH_FROM_CMDLINE" ]; then
     SELECT="--root-hash $CVMFS_ROOT_HASH"
     say "snapshot: root hash $CVMFS_ROOT_HASH (kernel command line)"
 elif [ -n "$SCRATCH" ] && [ -s "$RW/cernvm/root_hash" ] && [ "$REBASE" != 1 ] &&
      { [ -z "$TAG_FROM_CMDLINE" ] || [ "$CVMFS_TAG" = "$(cat "$RW/cernvm/tag" 2>/dev/null)" ]; }; then
     SELECT="--root-hash $(cat "$RW/cernvm/root_hash")"
     say "snapshot: stay on $(cat "$RW/cernvm/root_hash") (tag $(cat "$RW/cernvm/tag" 2>/dev/null), recorded on first boot)"
+elif [ -n "$CVMFS_ROOT_HASH" ] && [ "$REBASE" != 1 ] && [ -z "$TAG_FROM_CMDLINE" ]; then
+    SELECT="--root-hash $CVMFS_ROOT_HASH"
+    RECORD=1
+    say "snapshot: root hash $CVMFS_ROOT_HASH (tag ${CVMFS_TAG:-none}), the one this ISO was built for"
 else
+    # a pinned ISO's tag is a label: rebasing it moves to the newest revision unless a tag is asked for
+    [ -n "$CVMFS_ROOT_HASH" ] && [ -z "$TAG_FROM_CMDLINE" ] && CVMFS_TAG=
     [ -n "$CVMFS_TAG" ] && SELECT="--tag $CVMFS_TAG"
     RECORD=1
     [ -s "$RW/cernvm/root_hash" ] && say "snapshot: rebase from $(cat "$RW/cernvm/root_hash") to tag ${CVMFS_TAG:-newest}"

@@ -49,8 +49,8 @@ class IsoOptions:
     boot_lock: Path
     repo_url: str
     pubkeys: list[Path]
-    tag: str | None = None
-    root_hash: str | None = None
+    tag: str | None = None                # with root_hash: a label; alone: the tag booted
+    root_hash: str | None = None          # the snapshot booted (cvmfs.rebase=1 moves on to the newest)
     append: str = ""
     modules: tuple[str, ...] = DEFAULT_MODULES
     kernel_package: str | None = None
@@ -129,8 +129,6 @@ def _xorriso_date(epoch: int) -> str:
 
 def build_iso(out: str | Path, opts: IsoOptions) -> IsoResult:
     """Build OUT: kernel and modules from the boot lock, initramfs with the client, isolinux."""
-    if opts.tag and opts.root_hash:
-        raise BootError("give a tag or a root hash, not both")
     if not shutil.which("xorriso"):
         raise BootError("xorriso is not installed (run tools/setup.sh)")
     cache_root = Path(opts.cache_root or default_cache_dir())

@@ -20,7 +20,7 @@ from cernvm_build import formats
 from cernvm_build.errors import BootError
 from cernvm_build.lock.lockfile import Closure, LockedPackage
 from cernvm_build.store.fetch import FetchOptions, fetch_closure
-from cernvm_build.util.content_store import ContentStore, default_cache_dir
+from cernvm_build.util.content_store import ContentStore, copy_verified, default_cache_dir
 from cernvm_build.util.files import atomic_dir
 
 # What a VM needs to reach the repository and build the root: NICs, disks, FUSE, overlay, ext4.
@@ -137,14 +137,14 @@ def kernel_parts(closure: Closure, modules: tuple[str, ...] = DEFAULT_MODULES, *
         fetch_closure(closure, store, fetch_options, packages=[pkg])
         shutil.rmtree(out, ignore_errors=True)
         with tempfile.TemporaryDirectory(prefix="kernel-", dir=root) as tmp:
-            fmt.extract(store.package(pkg.sha256), Path(tmp))
-            images = sorted((Path(tmp) / "boot").glob("vmlinuz-*"))
+            fmt.extract(copy_verified(store.package(pkg.sha256), pkg, Path(tmp) / "package"), Path(tmp) / "x")
+            images = sorted((Path(tmp) / "x" / "boot").glob("vmlinuz-*"))
             if len(images) != 1:
                 raise BootError(f"package {pkg.name} has {len(images)} /boot/vmlinuz-* images, expected one")
             version = images[0].name.removeprefix("vmlinuz-")
-            moddir = Path(tmp) / "lib" / "modules" / version
+            moddir = Path(tmp) / "x" / "lib" / "modules" / version
             if not moddir.is_dir():
-                moddir = Path(tmp) / "usr" / "lib" / "modules" / version
+                moddir = Path(tmp) / "x" / "usr" / "lib" / "modules" / version
             order, builtins = resolve_modules(moddir, list(modules))
             with atomic_dir(out) as staging:
                 shutil.copyfile(images[0], staging / "vmlinuz")

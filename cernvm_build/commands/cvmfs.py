@@ -29,6 +29,9 @@ def register(sub: "argparse._SubParsersAction") -> None:
 
     p = cs.add_parser("verify", help="check signatures, whitelist, catalogs and every object")
     reader_args(p)
+    p.add_argument("--integrity-only", action="store_true",
+                   help="without a master key: check signatures' consistency and every hash, but not who "
+                        "signed (reported as UNTRUSTED)")
     p.set_defaults(func=_verify)
     p = cs.add_parser("ls", help="list a directory")
     reader_args(p)
@@ -80,14 +83,22 @@ def _open(args: argparse.Namespace):
 
 def _verify(args: argparse.Namespace) -> int:
     from cernvm_build.cvmfs.reader import verify_repository
+    from cernvm_build.errors import CvmfsError
 
+    if args.pubkey and args.integrity_only:
+        raise CvmfsError("cvmfs verify: --integrity-only is for checking without a master key; "
+                         "with --pubkey the whole chain is checked")
+    if not args.pubkey and not args.integrity_only:
+        raise CvmfsError(f"cvmfs verify {args.repo}: give the repository's master public key (--pubkey "
+                         "FQRN.pub) to check who signed it, or --integrity-only to check hashes alone (UNTRUSTED)")
     with _open(args) as repo:
         rep = verify_repository(repo)
         wl = repo.whitelist
         signer = "whitelist signed by the given master key" if repo.whitelist_signature_checked else \
-            "whitelist signature NOT checked (no --pubkey)"
+            "whitelist signature NOT checked (no master key)"
+        verdict = "OK" if repo.whitelist_signature_checked else "UNTRUSTED (integrity only)"
         print(f"{repo.fqrn} revision {repo.tag.revision if repo.tag else repo.manifest.revision} "
-              f"root {repo.root_hash}: OK — manifest signature valid, {signer}, whitelist expires "
+              f"root {repo.root_hash}: {verdict} — manifest signature valid, {signer}, whitelist expires "
               f"{wl.expires_text if wl else '?'}; {rep.catalogs} catalogs, {rep.entries} entries, {rep.files} files, "
               f"{rep.objects} objects ({rep.bytes / 1e6:.1f} MB) verified, {rep.tags} tags")
         for p in rep.problems:

@@ -13,9 +13,10 @@ def register(sub: "argparse._SubParsersAction") -> None:
                    "(several separated by ';'); kernel parameter cvmfs.url= overrides it")
     p.add_argument("--pubkey", action="append", type=Path, required=True,
                    help="master public key put into the initramfs (repeatable)")
-    g = p.add_mutually_exclusive_group()
-    g.add_argument("--tag", help="tag to boot (cvmfs.tag= overrides); default: the newest revision")
-    g.add_argument("--root-hash", help="root catalog hash to boot (cvmfs.root_hash= overrides)")
+    p.add_argument("--tag", help="tag to boot (cvmfs.tag= overrides); default: the newest revision. With "
+                   "--root-hash, a label of the pinned snapshot")
+    p.add_argument("--root-hash", help="root catalog hash to boot, pinned (cvmfs.root_hash= overrides; "
+                   "cvmfs.rebase=1 moves to the newest revision)")
     p.add_argument("-o", "--output", required=True, type=Path, help="ISO file to write")
     p.add_argument("--append", default="", help="extra kernel command-line arguments")
     p.add_argument("--module", action="append", default=[], help="extra kernel module for the initramfs")

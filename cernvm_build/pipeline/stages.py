@@ -436,7 +436,8 @@ class IsoOutput(StageOutput):
 
 
 class IsoStage(Stage):
-    """The boot ISO for the snapshot just published: boot.iso.build_iso with the IsoOptions built here.
+    """The boot ISO for the snapshot just published, pinned to its root hash (the tag is a label;
+    cvmfs.rebase=1 moves on): boot.iso.build_iso with the IsoOptions built here.
 
     BUILDER is the function that writes the ISO (default: boot.iso.build_iso); it receives exactly the
     options the stage's key covers."""
@@ -458,8 +459,8 @@ class IsoStage(Stage):
 
         i, snap = ctx.definition.iso, inputs["publish"]
         return IsoOptions(boot_lock=i.boot_lock, repo_url=i.repo_url, pubkeys=[Path(snap.cvmfs_pubkey)],
-                          tag=snap.tag, cache_root=ctx.definition.cache_dir, fetch=FetchOptions(offline=ctx.offline),
-                          client_lock=i.client_lock)
+                          tag=snap.tag, root_hash=snap.root_hash, cache_root=ctx.definition.cache_dir,
+                          fetch=FetchOptions(offline=ctx.offline), client_lock=i.client_lock)
 
     def options(self, ctx: Context, inputs: Mapping[str, StageOutput]) -> dict[str, Any]:
         opts = self.request(ctx, inputs)

@@ -23,19 +23,10 @@ from cernvm_build import formats
 from cernvm_build.errors import CernVMBuildError, LockError
 from cernvm_build.lock.lockfile import digest, read_lock
 from cernvm_build.store.fetch import FetchOptions, fetch_closure
-from cernvm_build.util.content_store import ContentStore
+from cernvm_build.util.content_store import ContentStore, copy_verified
 from cernvm_build.util.files import atomic_dir
 
 MARKER = "cernvm-bundle.json"
-
-
-def _link_or_copy(src: Path, dest: Path) -> None:
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    try:
-        os.link(src, dest)
-    except OSError:
-        shutil.copyfile(src, dest)
-    os.chmod(dest, 0o644)
 
 
 def make_bundle(lock_path: str | Path, out: str | Path, cache: str | Path | None = None,
@@ -55,7 +46,11 @@ def make_bundle(lock_path: str | Path, out: str | Path, cache: str | Path | None
             loc = Path(p.location)
             if loc.is_absolute() or ".." in loc.parts:
                 raise CernVMBuildError(f"package {p.name}: unsafe location {p.location!r} in the lock")
-            _link_or_copy(store.package(p.sha256), tmp / "repos" / p.repository / loc)
+            # copied, hashed on the way: a bundle never carries a cache file changed after fetch
+            dest = tmp / "repos" / p.repository / loc
+            dest.parent.mkdir(parents=True, exist_ok=True)
+            copy_verified(store.package(p.sha256), p, dest)
+            os.chmod(dest, 0o644)
         for r in closure.repositories:
             repo_dir = tmp / "repos" / r.name
             if not repo_dir.exists():

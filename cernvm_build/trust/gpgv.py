@@ -8,8 +8,12 @@ import subprocess
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from cernvm_build.errors import SignatureError
+
+if TYPE_CHECKING:
+    from cernvm_build.util.content_store import ContentStore
 
 
 @dataclass(frozen=True)
@@ -62,11 +66,12 @@ def _run_gpgv(args: list[str], keyring: str | Path, what: str) -> Verified:
 
 
 def verify_clearsigned(path: str | Path, keyring: str | Path, what: str | None = None,
-                       memo: Path | None = None) -> Verified:
+                       memo: "ContentStore | None" = None) -> Verified:
     """Verify an inline-signed file (InRelease); returns the signed text only.
 
-    MEMO, a directory in the local cache, remembers a successful verification of exactly these
-    bytes against exactly this keyring (both by sha256), so a warm run skips spawning gpgv.
+    MEMO, the content store, remembers a successful verification of exactly these bytes against
+    exactly this keyring (both by sha256) in a seal, so a warm run skips spawning gpgv; a record
+    anyone else wrote (a poisoned cache) does not unseal, and gpgv runs.
     """
     if memo is None:
         return _run_gpgv([str(path)], keyring, what or str(path))
@@ -75,18 +80,14 @@ def verify_clearsigned(path: str | Path, keyring: str | Path, what: str | None =
         ring = Path(keyring).read_bytes()
     except OSError as exc:
         raise SignatureError(f"{keyring}: cannot read keyring: {exc.strerror}") from exc
-    key = hashlib.sha256(data).hexdigest() + "-" + hashlib.sha256(ring).hexdigest()
-    record = memo / key
-    try:
-        head, _, content = record.read_bytes().partition(b"\n")
+    name = "gpgv:" + hashlib.sha256(data).hexdigest() + "-" + hashlib.sha256(ring).hexdigest()
+    record = memo.unseal(name)
+    if record is not None:
+        head, _, content = record.partition(b"\n")
         if head.startswith(b"fingerprints "):
             return Verified(content, tuple(head.decode().split()[1:]))
-    except OSError:
-        pass
     verified = _run_gpgv([str(path)], keyring, what or str(path))
-    from cernvm_build.util.files import atomic_write
-
-    atomic_write(record, ("fingerprints " + " ".join(verified.fingerprints) + "\n").encode() + verified.content)
+    memo.seal(name, ("fingerprints " + " ".join(verified.fingerprints) + "\n").encode() + verified.content)
     return verified
 
 

@@ -8,22 +8,67 @@ Two kinds of files live in it, admitted the same way — only after their digest
 Files computed from verified blobs (libsolv's .solv cache, the Debian side index) are `derived`, keyed
 by their inputs; a few named `pointers` remember which signed document a repository served last (for
 --offline). Everything is written atomically (temporary sibling, then rename).
+
+Nothing found in the store is trusted because of where it is: anyone who can write the cache (a
+restored CI cache, a shared ~/.cache, a copied directory) could have put it there. Package files are
+hashed against the lock whenever they are read (`copy_verified`). Metadata and derived files are
+trusted only through a *seal*: a record, MAC'd with a secret kept outside every cache
+(`seal_key`), that binds the file's identity — device, inode, size, mtime and ctime, one of which any
+write or replacement changes — to the digest it had when verified; without a valid seal the file is
+hashed again (or rebuilt, or fetched again). A cache writer cannot forge a seal, and a warm run pays a
+stat() per file instead of re-reading hundreds of megabytes.
 """
 
 from __future__ import annotations
 
 import contextlib
 import hashlib
+import hmac
 import os
+import secrets
 import threading
 from dataclasses import dataclass
+from functools import lru_cache
 from pathlib import Path
 from typing import Protocol
 
 from cernvm_build.errors import PackageChecksumError
-from cernvm_build.util.files import atomic_write
+from cernvm_build.util.files import atomic_write, sha256_file
 
 CHUNK = 1 << 20
+SEAL_KEY_ENV = "CERNVM_BUILD_SEAL_KEY"
+
+
+@lru_cache(maxsize=None)
+def _seal_key(path: str) -> bytes | None:
+    p = Path(path)
+    try:
+        key = p.read_bytes()
+        if len(key) == 32 and (p.stat().st_mode & 0o077) == 0:
+            return key
+    except OSError:
+        pass
+    try:
+        p.parent.mkdir(parents=True, exist_ok=True)
+        atomic_write(p, secrets.token_bytes(32), mode=0o600)
+        return p.read_bytes()
+    except OSError:
+        return None
+
+
+def seal_key() -> bytes | None:
+    """The secret that makes the store's seals unforgeable: 32 random bytes kept outside every cache
+    ($CERNVM_BUILD_SEAL_KEY, else $XDG_CONFIG_HOME/cernvm-build/seal.key; mode 0600), made on first
+    use. None when it cannot be kept: then nothing is remembered and every use re-verifies."""
+    path = os.environ.get(SEAL_KEY_ENV)
+    if not path:
+        base = os.environ.get("XDG_CONFIG_HOME") or os.path.join(os.path.expanduser("~"), ".config")
+        path = os.path.join(base, "cernvm-build", "seal.key")
+    return _seal_key(path)
+
+
+def _identity(st: os.stat_result) -> str:
+    return f"{st.st_dev}:{st.st_ino}:{st.st_size}:{st.st_mtime_ns}:{st.st_ctime_ns}"
 
 
 def default_cache_dir() -> Path:
@@ -74,6 +119,56 @@ class ContentStore:
     def write_pointer(self, name: str, value: str) -> None:
         atomic_write(self.pointer(name), value + "\n")
 
+    # ---- seals ---------------------------------------------------------------------------------
+    def _seal_path(self, name: str) -> Path:
+        return self.root / "sealed" / hashlib.sha256(name.encode()).hexdigest()
+
+    def seal(self, name: str, data: bytes) -> None:
+        """Remember DATA under NAME, MAC'd with the local secret (nothing is kept without one)."""
+        key = seal_key()
+        if key is None:
+            return
+        mac = hmac.new(key, name.encode() + b"\0" + data, "sha256").hexdigest()
+        atomic_write(self._seal_path(name), mac.encode() + b"\n" + data)
+
+    def unseal(self, name: str) -> bytes | None:
+        """What seal(NAME, ...) remembered, or None when absent, forged or sealed with another secret."""
+        key = seal_key()
+        if key is None:
+            return None
+        try:
+            mac, _, data = self._seal_path(name).read_bytes().partition(b"\n")
+        except OSError:
+            return None
+        want = hmac.new(key, name.encode() + b"\0" + data, "sha256").hexdigest().encode()
+        return data if hmac.compare_digest(mac, want) else None
+
+    def remember(self, path: Path, sha256: str | None = None) -> str:
+        """Seal PATH as verified now (its digest computed unless given); returns the digest."""
+        st = os.stat(path)
+        digest = sha256 or sha256_file(path)
+        self.seal(f"file:{path}", f"{_identity(st)} {digest}".encode())
+        return digest
+
+    def trusted(self, path: Path, sha256: str | None = None) -> bool:
+        """Is PATH still the file we verified? Yes when its seal matches its current identity; else,
+        when SHA256 is known, when its content hashes to it (and it is sealed again). A file whose
+        digest only a seal knew (derived, decompressed) is not trusted once its seal is gone."""
+        try:
+            st = os.stat(path)
+        except OSError:
+            return False
+        record = self.unseal(f"file:{path}")
+        if record is not None:
+            ident, _, digest = record.decode().partition(" ")
+            if ident == _identity(st) and (sha256 is None or digest == sha256):
+                return True
+            sha256 = sha256 or digest
+        if sha256 is None or sha256_file(path) != sha256:
+            return False
+        self.remember(path, sha256)
+        return True
+
     # ---- packages ------------------------------------------------------------------------------
     def package(self, sha256: str) -> Path:
         """Where the package file with this (lock-pinned) sha256 is kept."""
@@ -118,3 +213,26 @@ class ContentStore:
         d = self.root / "packages" / "tmp"
         d.mkdir(parents=True, exist_ok=True)
         return d / f"{pkg.sha256}.{os.getpid()}.{threading.get_ident()}"
+
+
+def copy_verified(src: Path, pkg: Pinned, dest: Path) -> Path:
+    """Copy a package file to DEST (a private work directory), hashing it on the way: the copy is used
+    only if it is exactly the file the lock pins. What a builder reads is this copy, so nothing written
+    to the cache after the check (or while it runs) reaches a tree or a maintainer script."""
+    h = hashlib.sha256()
+    size = 0
+    try:
+        with open(src, "rb") as f, open(dest, "wb") as out:
+            while block := f.read(CHUNK):
+                h.update(block)
+                out.write(block)
+                size += len(block)
+    except OSError as exc:
+        raise PackageChecksumError(f"package {pkg.name} {pkg.evr} ({pkg.arch}): cannot read {src}: "
+                                   f"{exc.strerror}") from exc
+    if size != pkg.size or h.hexdigest() != pkg.sha256:
+        dest.unlink(missing_ok=True)
+        got = f"size {size} != {pkg.size}" if size != pkg.size else f"sha256 {h.hexdigest()} != {pkg.sha256}"
+        raise PackageChecksumError(f"package {pkg.name} {pkg.evr} ({pkg.arch}) in {src}: {got} in the lock; "
+                                   "the stored file changed after it was verified, refusing it")
+    return dest

@@ -66,6 +66,7 @@ class Deb(PackageFormat):
         return f"pkg:deb/debian/{quote(pkg.name)}@{quote(pkg.evr, safe='')}?arch={pkg.arch}"
 
     def extract(self, package, dest):
+        dest.mkdir(parents=True, exist_ok=True)
         run_tool(["dpkg-deb", "-x", str(package), str(dest)], error=BootError)
 
     def index_bundle(self, repo_dir: Path, record, arch: str) -> None:

@@ -86,7 +86,7 @@ def _fetch_signed_release(repo: Repository, store: ContentStore, options: Metada
         path = store.blob(digest)
         if kind == "InRelease":
             return f"dists/{repo.suite}/InRelease", path.read_bytes(), verify_clearsigned(
-                path, repo.keyring, f"{dists}/InRelease", memo=store.root / "verified")
+                path, repo.keyring, f"{dists}/InRelease", memo=store)
         sig_digest = digest.split("+")[1]
         rel = store.blob(digest.split("+")[0])
         return f"dists/{repo.suite}/Release", rel.read_bytes(), verify_detached(
@@ -100,7 +100,7 @@ def _fetch_signed_release(repo: Repository, store: ContentStore, options: Metada
         if not blob.exists():
             with atomic_path(blob) as tmp:
                 tmp.write_bytes(data)
-        verified = verify_clearsigned(blob, repo.keyring, f"{dists}/InRelease", memo=store.root / "verified")
+        verified = verify_clearsigned(blob, repo.keyring, f"{dists}/InRelease", memo=store)
         store.write_pointer(pointer, f"InRelease {digest}")
         return f"dists/{repo.suite}/InRelease", data, verified
     except http.NotFound:
@@ -122,7 +122,8 @@ def _fetch_index(repo: Repository, release: Release, base: str, store: ContentSt
     """Fetch one Packages index (BASE like 'main/binary-amd64/Packages'), verified, decompressed."""
     dists = f"{repo.url}/dists/{repo.suite}"
     plain = release.sha256.get(base)
-    if plain and store.blob(plain[0]).exists():
+    # a stored index is used only while it is provably the verified one: its seal, or its digest
+    if plain and store.trusted(store.blob(plain[0]), plain[0]):
         return IndexFile(base, plain[0], plain[1]), store.blob(plain[0])
     for ext in COMPRESSIONS:
         listed = release.sha256.get(base + ext)
@@ -131,10 +132,11 @@ def _fetch_index(repo: Repository, release: Release, base: str, store: ContentSt
         sha, size = listed
         key = plain[0] if plain else sha
         target = store.blob(key)
-        if target.exists():
+        if store.trusted(target, plain[0] if plain else None):
             return IndexFile(base, key, plain[1] if plain else size), target
         if options.offline:
-            raise MetadataError(f"{dists}/{base}{ext}: not in the cache and --offline was given")
+            state = "changed since it was verified" if target.exists() else "not in the cache"
+            raise MetadataError(f"{dists}/{base}{ext}: {state} and --offline was given")
         from cernvm_build.util import http
         if release.get("Acquire-By-Hash").lower() == "yes":
             d = base.rsplit("/", 1)[0]
@@ -163,11 +165,11 @@ def _fetch_index(repo: Repository, release: Release, base: str, store: ContentSt
                         raise MetadataError(f"{dists}/{base}{ext}: cannot decompress: {exc}") from exc
                 else:
                     tmp.write_bytes(download.read_bytes())
-                if plain:
-                    got = sha256_file(tmp)
-                    if got != plain[0]:
-                        raise ChecksumError(f"{dists}/{base}: checksum mismatch after decompression "
-                                            f"(Release lists {plain[0]}, got {got})")
+                got = sha256_file(tmp)
+                if plain and got != plain[0]:
+                    raise ChecksumError(f"{dists}/{base}: checksum mismatch after decompression "
+                                        f"(Release lists {plain[0]}, got {got})")
+            store.remember(target, got)
         finally:
             download.unlink(missing_ok=True)
         return IndexFile(base, key, plain[1] if plain else size), target

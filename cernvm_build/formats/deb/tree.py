@@ -26,6 +26,7 @@ from cernvm_build.formats.deb.control import parse_stanza
 from cernvm_build.lock.lockfile import Closure, LockedPackage
 from cernvm_build.rootfs.chroot import mounted_proc
 from cernvm_build.rootfs.safety import SafeTree, member_parts
+from cernvm_build.util.content_store import copy_verified
 
 log = logging.getLogger(__name__)
 
@@ -135,15 +136,21 @@ def unpack_all(tree: SafeTree, order: list[LockedPackage], files: dict[str, Path
     workdir.mkdir(parents=True, exist_ok=True)
 
     def prepare(i: int, p: LockedPackage) -> tuple[DebControl, Path]:
+        # the package is read once, hashed against the lock on the way into a private copy; dpkg-deb
+        # reads only that copy, so a cache file changed after fetch never reaches the tree
         what = f"{p.name} {p.evr}"
-        return read_control(files[p.name], what), payload_tar(files[p.name], workdir / f"{i}.tar", what)
+        deb = copy_verified(files[p.name], p, workdir / f"{i}.deb")
+        try:
+            return read_control(deb, what), payload_tar(deb, workdir / f"{i}.tar", what)
+        finally:
+            deb.unlink(missing_ok=True)
 
     units: list[Unpacked] = []
 
     def consume(i: int, p: LockedPackage, prepared: tuple[DebControl, Path]) -> None:
         control, tar = prepared
         try:
-            units.append(unpack_deb(tree, files[p.name], p, tar, control))
+            units.append(unpack_deb(tree, Path(), p, tar, control))
         finally:
             tar.unlink(missing_ok=True)
 

@@ -73,8 +73,11 @@ def _add_part(u: Universe, loaded: LoadedRepo, n: int, path: Path, sha: str, sto
     side_file = store.derived("solv", key, ".debindex")
     repo = u.pool.add_repo(f"{loaded.record.name}#{n}")
     for attempt in (1, 2):
-        if not (solv_file.exists() and side_file.exists()):
+        # derived files are used only under their seal: a .solv anyone else wrote is rebuilt
+        if not (store.trusted(solv_file) and store.trusted(side_file)):
             _build_cache(u, path, solv_file, side_file, f"{loaded.record.url}: {path.name}")
+            store.remember(solv_file)
+            store.remember(side_file)
         ok = read_solv(repo, solv_file)
         try:
             index = debindex.load(side_file, path) if ok else None

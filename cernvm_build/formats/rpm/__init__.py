@@ -56,6 +56,7 @@ class Rpm(PackageFormat):
 
     def extract(self, package, dest):
         """The payload (rpm2archive: a tar on stdout) unpacked by tar; no scriptlet runs."""
+        dest.mkdir(parents=True, exist_ok=True)
         with open(package, "rb") as src:
             archive = run_tool(["rpm2archive", "-n"], stdin=src, error=BootError)
         r = subprocess.run(["tar", "-x", "-C", str(dest)], input=archive, capture_output=True)

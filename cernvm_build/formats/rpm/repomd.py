@@ -185,10 +185,11 @@ def _fetch_index(repo: Repository, entry: RepomdData, store: ContentStore,
     open_sha = entry.checksum if entry.open_checksum_type != "sha256" else entry.open_checksum
     record = IndexFile(entry.href, entry.checksum, entry.size)
     target = store.blob(open_sha)
-    if target.exists():
+    if store.trusted(target, open_sha if entry.open_checksum_type == "sha256" else None):
         return record, target
     if options.offline:
-        raise MetadataError(f"{where}: not in the cache and --offline was given")
+        state = "changed since it was verified" if target.exists() else "not in the cache"
+        raise MetadataError(f"{where}: {state} and --offline was given")
     download = store.root / "tmp" / f"{entry.checksum}{Path(entry.href).suffix}"
     http.fetch_to(where, download)
     try:
@@ -198,11 +199,11 @@ def _fetch_index(repo: Repository, entry: RepomdData, store: ContentStore,
                                 f"got {got}): refusing tampered or stale metadata")
         with atomic_path(target) as tmp:
             _decompress(download, tmp, entry.href, where)
-            if entry.open_checksum_type == "sha256":
-                got = sha256_file(tmp)
-                if got != entry.open_checksum:
-                    raise ChecksumError(f"{where}: checksum mismatch after decompression (repomd.xml "
-                                        f"lists open-checksum {entry.open_checksum}, got {got})")
+            got = sha256_file(tmp)
+            if entry.open_checksum_type == "sha256" and got != entry.open_checksum:
+                raise ChecksumError(f"{where}: checksum mismatch after decompression (repomd.xml "
+                                    f"lists open-checksum {entry.open_checksum}, got {got})")
+        store.remember(target, got)
     finally:
         download.unlink(missing_ok=True)
     return record, target

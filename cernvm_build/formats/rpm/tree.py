@@ -43,6 +43,7 @@ from cernvm_build.formats.rpm.filecaps import rpm_file_caps
 from cernvm_build.lock.lockfile import Closure, LockedPackage
 from cernvm_build.rootfs.chroot import mounted_proc
 from cernvm_build.rootfs.safety import SafeTree, member_parts
+from cernvm_build.util.content_store import copy_verified
 
 log = logging.getLogger(__name__)
 
@@ -285,6 +286,16 @@ def installed(root: Path) -> list[str]:
 
 # ---- entry point ---------------------------------------------------------------------------------
 
+def verified_copies(order: list[LockedPackage], files: dict[str, Path], dest: Path) -> dict[str, Path]:
+    """Private, lock-verified copies of every package (hashed in parallel threads)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    dest.mkdir(parents=True, exist_ok=True)
+    with ThreadPoolExecutor(max_workers=min(4, os.cpu_count() or 1)) as pool:
+        copies = pool.map(lambda p: (p.name, copy_verified(files[p.name], p, dest / f"{p.sha256}.rpm")), order)
+        return dict(copies)
+
+
 def build(closure: Closure, root: Path, files: dict[str, Path], options, sde: int) -> dict:
     from cernvm_build.rootfs import install_order
 
@@ -296,16 +307,19 @@ def build(closure: Closure, root: Path, files: dict[str, Path], options, sde: in
         if p.name not in files:
             raise RootfsError(f"package {p.name} {p.evr}: no verified file (fetch it first)")
     tree = SafeTree(root, warn=options.warn)
-    if options.mode == "install":
-        install(root, order, files, sde)
-    else:
-        tree.owner = TreeIds(root, options.warn)
-        work = Path(tempfile.mkdtemp(prefix=f".{root.name}.payloads-", dir=root.parent))
-        try:
-            unpack_all(tree, order, files, work)
-        finally:
-            shutil.rmtree(work, ignore_errors=True)
-        record_database(root, order, files, sde)
+    work = Path(tempfile.mkdtemp(prefix=f".{root.name}.payloads-", dir=root.parent))
+    try:
+        # every package hashed against the lock on its way into a private copy: rpm and rpm2archive
+        # read only the copies, so a cache file changed after fetch never reaches the tree or a scriptlet
+        copies = verified_copies(order, files, work / "packages")
+        if options.mode == "install":
+            install(root, order, copies, sde)
+        else:
+            tree.owner = TreeIds(root, options.warn)
+            unpack_all(tree, order, copies, work)
+            record_database(root, order, copies, sde)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
     finish_database(root)
     got = installed(root)
     want = sorted(f"{p.name}-{p.evr}.{p.arch}" for p in closure.packages)

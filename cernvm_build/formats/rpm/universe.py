@@ -24,7 +24,8 @@ def add_to_universe(u: Universe, loaded: LoadedRepo, store: ContentStore) -> lis
     key = f"rpmmd-{shas}-{len(loaded.filelists)}-{libsolv_version()}-{SOLV_CACHE_FORMAT}"
     solv_file = store.derived("solv", key, ".solv")
     repo = u.pool.add_repo(loaded.record.name)
-    if read_solv(repo, solv_file):
+    # the .solv is used only under its seal: one anyone else wrote is rebuilt from the verified indexes
+    if store.trusted(solv_file) and read_solv(repo, solv_file):
         return [RepoPart(loaded, repo, first_id(repo))]
     repo.empty()
     for path in loaded.indexes:
@@ -38,4 +39,5 @@ def add_to_universe(u: Universe, loaded: LoadedRepo, store: ContentStore) -> lis
             raise MetadataError(f"{path}: libsolv cannot parse this rpm-md filelists file")
         f.close()
     write_solv(repo, solv_file)
+    store.remember(solv_file)
     return [RepoPart(loaded, repo, first_id(repo))]

@@ -112,6 +112,25 @@ def test_scratch_disk_stay_then_rebase(served, repo, keys, tmp_path):
     assert f"snapshot: stay on {r2.root_hash}" in fourth.console, fourth.tail()
 
 
+def test_pinned_iso_boots_its_root_hash_until_rebased(served, repo, keys, tmp_path):
+    """The pipeline's ISO: pinned to the snapshot it was built for (tag v1 is a label). After the
+    repository moved on, it still boots that root hash; cvmfs.rebase=1 moves to the newest revision."""
+    tree, url, _, r1 = served
+    iso = _iso(tmp_path, url, keys / f"{FQRN}.pub", tag="v1", root_hash=r1.root_hash)
+    (tree / "etc" / "os-release").write_text('PRETTY_NAME="CernVM fixture snapshot v2"\n')
+    r2 = publish(tree, repo, keys, PublishOptions(tag="v2", durable=False))
+    pinned = boot(QemuOptions(iso=iso), tmp_path / "serial1.log", BOOT_TIMEOUT, MARKER)
+    assert f"snapshot: root hash {r1.root_hash} (tag v1), the one this ISO was built for" in pinned.console, \
+        pinned.tail()
+    assert f"root catalog {r1.root_hash}" in pinned.console and "v2" not in pinned.console.split("SNAPSHOT-INIT")[-1]
+    kernel = extract_from_iso(iso, "/boot/vmlinuz", tmp_path / "vmlinuz")
+    initrd = extract_from_iso(iso, "/boot/initrd.img", tmp_path / "initrd.img")
+    moved = boot(QemuOptions(kernel=kernel, initrd=initrd, append="console=ttyS0,115200 cvmfs.rebase=1"),
+                 tmp_path / "serial2.log", BOOT_TIMEOUT, MARKER)
+    assert "snapshot: tag newest" in moved.console and f"root catalog {r2.root_hash}" in moved.console, moved.tail()
+    assert 'PRETTY_NAME="CernVM fixture snapshot v2"' in moved.console
+
+
 @pytest.mark.skipif(os.geteuid() != 0, reason="rootfs --mode install needs root")
 def test_unmodified_iso_boots_bookworm_minimal_systemd_to_login(tmp_path):
     """(c) The real thing: the bookworm minimal lock built with maintainer scripts, published, booted

@@ -225,7 +225,7 @@ def test_corruption_is_refused(repo, keys, tmp_path):
     manifest = repo / ".cvmfspublished"
     good = manifest.read_bytes()
     manifest.write_bytes(good.replace(b"\nD240\n", b"\nD999\n"))
-    proc = run_cli("cvmfs", "verify", repo, check=False)
+    proc = run_cli("cvmfs", "verify", repo, "--integrity-only", check=False)
     assert proc.returncode != 0 and b"signed digest" in proc.stderr
     bad_sig = bytearray(good)
     bad_sig[-5] ^= 1
@@ -251,3 +251,30 @@ def test_corruption_is_refused(repo, keys, tmp_path):
     assert proc.returncode != 0 and b"is corrupted" in proc.stderr
     cat.write_bytes(cat_bytes)
     run_cli("cvmfs", "verify", repo, "--pubkey", pub)
+
+
+def test_verify_needs_the_master_key_or_says_untrusted(repo, keys, tmp_path):
+    """A repository signed by anybody's keys must not pass `cvmfs verify` for lack of a key."""
+    from cernvm_build.cvmfs.keys import create_keys
+    from cernvm_build.cvmfs.publish import init_repository
+
+    tree = make_many(tmp_path / "tree", dirs=1, files=2)
+    publish(tree, repo, keys, PublishOptions(tag="v1", **SMALL))
+    proc = run_cli("cvmfs", "verify", repo, check=False)
+    err = proc.stderr.decode().strip()
+    assert proc.returncode == 1 and b"OK" not in proc.stdout and len(err.splitlines()) == 1
+    assert "--pubkey" in err and "--integrity-only" in err
+    proc = run_cli("cvmfs", "verify", repo, "--integrity-only")
+    assert b"UNTRUSTED" in proc.stdout and b": OK" not in proc.stdout
+    assert b": OK" in run_cli("cvmfs", "verify", repo, "--pubkey", keys / f"{FQRN}.pub").stdout
+    # an impostor's repository of the same name, with its own keys: integrity holds, trust does not
+    other_keys = tmp_path / "impostor-keys"
+    create_keys(other_keys, FQRN, 1_700_000_000)
+    impostor = tmp_path / "impostor"
+    init_repository(impostor, FQRN, other_keys)
+    publish(tree, impostor, other_keys, PublishOptions(tag="v1", **SMALL))
+    assert b"UNTRUSTED" in run_cli("cvmfs", "verify", impostor, "--integrity-only").stdout
+    proc = run_cli("cvmfs", "verify", impostor, "--pubkey", keys / f"{FQRN}.pub", check=False)
+    assert proc.returncode == 1 and b"not signed by the given master key" in proc.stderr
+    proc = run_cli("cvmfs", "verify", repo, "--pubkey", keys / f"{FQRN}.pub", "--integrity-only", check=False)
+    assert proc.returncode == 1
