@@ -125,15 +125,18 @@ def kernel_parts(closure: Closure, modules: tuple[str, ...] = DEFAULT_MODULES, *
                  fetch_options: FetchOptions | None = None) -> KernelParts:
     """Fetch the lock's kernel package (verified against the lock) and cut out vmlinuz + modules.
 
-    The result is cached by package digest and module list, so the 70 MB package is unpacked once.
+    The result is cached by package digest and module list, so the 70 MB package is unpacked once; it
+    is sealed (util.content_store) and checked file by file on every use, so a cache writer cannot
+    swap the kernel an ISO boots.
     """
     root = Path(cache_root or default_cache_dir())
     fmt = formats.get(closure.flavour, BootError, f"lock {closure.name}")
     pkg = find_kernel_package(closure, kernel_package)
     key = hashlib.sha256(f"{pkg.sha256}\0{','.join(sorted(set(map(norm, modules))))}".encode()).hexdigest()[:24]
     out = root / "boot" / "kernel" / key
-    if not (out / "complete").exists():
-        store = ContentStore(root)
+    store = ContentStore(root)
+    # the cut-out kernel is used only while it is exactly what was cut from the verified package
+    if not ((out / "complete").exists() and store.tree_intact(f"kernel:{key}", out)):
         fetch_closure(closure, store, fetch_options, packages=[pkg])
         shutil.rmtree(out, ignore_errors=True)
         with tempfile.TemporaryDirectory(prefix="kernel-", dir=root) as tmp:
@@ -155,6 +158,7 @@ def kernel_parts(closure: Closure, modules: tuple[str, ...] = DEFAULT_MODULES, *
                 (staging / "builtin").write_text("".join(f"{b}\n" for b in builtins))
                 (staging / "version").write_text(f"{version}\n{pkg.name}\n")
                 (staging / "complete").write_text("")
+            store.seal_tree(f"kernel:{key}", out)
     version, package = (out / "version").read_text().split()
     return KernelParts(package=package, version=version, vmlinuz=out / "vmlinuz", root=out / "modules",
                        modules=tuple((out / "load-order").read_text().split()),

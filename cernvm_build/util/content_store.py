@@ -24,6 +24,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import hmac
+import json
 import os
 import secrets
 import threading
@@ -168,6 +169,23 @@ class ContentStore:
             return False
         self.remember(path, sha256)
         return True
+
+    def seal_tree(self, name: str, root: Path) -> None:
+        """Seal the digest of every regular file below ROOT (a derived directory: the boot kernel...)."""
+        digests = {str(p.relative_to(root)): sha256_file(p) for p in sorted(root.rglob("*"))
+                   if p.is_file() and not p.is_symlink()}
+        self.seal(f"tree:{name}", json.dumps(digests, sort_keys=True).encode())
+
+    def tree_intact(self, name: str, root: Path) -> bool:
+        """ROOT holds exactly the files sealed under NAME, each with its sealed digest."""
+        record = self.unseal(f"tree:{name}")
+        if record is None:
+            return False
+        digests = json.loads(record)
+        present = {str(p.relative_to(root)) for p in root.rglob("*") if p.is_file() or p.is_symlink()}
+        if present != set(digests):
+            return False
+        return all(not (root / rel).is_symlink() and sha256_file(root / rel) == d for rel, d in digests.items())
 
     # ---- packages ------------------------------------------------------------------------------
     def package(self, sha256: str) -> Path:

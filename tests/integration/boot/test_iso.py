@@ -175,3 +175,25 @@ def test_user_space_from_the_client_lock(tmp_path, session_keys, boot_kernel):
         assert got is not None, in_initramfs
         want = (packages / package / in_package).resolve()
         assert got.read_bytes() == want.read_bytes(), in_initramfs
+
+
+def test_cut_out_kernel_in_the_cache_is_checked_on_every_use(tmp_path):
+    """The boot kernel cached under boot/kernel/ is sealed: a swapped vmlinuz or module is cut out again
+    from the verified package, never put into an ISO."""
+    from cernvm_build.boot.kernel import kernel_parts
+    from cernvm_build.lock.lockfile import read_lock
+    from cernvm_build.store.fetch import FetchOptions
+    from cernvm_build.util.content_store import default_cache_dir
+
+    lock = read_lock(BOOT_LOCK)
+    opts = FetchOptions(mirrors=(default_cache_dir(), *fetch_options().mirrors))
+    cache = tmp_path / "cache"
+    first = kernel_parts(lock, ("fuse",), cache_root=cache, fetch_options=opts)
+    good_kernel = first.vmlinuz.read_bytes()
+    module = first.root / first.modules[-1]
+    good_module = module.read_bytes()
+    first.vmlinuz.write_bytes(b"MZ evil kernel" + good_kernel[14:])
+    module.write_bytes(good_module + b"\0")
+    again = kernel_parts(lock, ("fuse",), cache_root=cache, fetch_options=opts)
+    assert again.vmlinuz.read_bytes() == good_kernel
+    assert (again.root / again.modules[-1]).read_bytes() == good_module
