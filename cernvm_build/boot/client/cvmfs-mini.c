@@ -1283,6 +1283,7 @@ struct row {
 
 /* Row -> entry (copies what it keeps). 0, or -EIO (external files, out of memory). */
 static int entry_from_row(struct entry *e, const struct catalog *c, const struct row *r) {
+    if (r->size < 0) return -EIO; /* no file is larger than off_t allows (a broken catalog) */
     e->size = (uint64_t)r->size;
     e->mode = (mode_t)r->mode;
     e->mtime = r->mtime;
@@ -1436,7 +1437,7 @@ static void fill_stat(const struct entry *e, struct stat *st) {
     st->st_size = (e->flags & F_SPECIAL) ? 0 : (off_t)e->size;
     if (S_ISLNK(e->mode)) st->st_size = e->symlink ? (off_t)strlen(e->symlink) : 0;
     st->st_blksize = 4096;
-    st->st_blocks = (st->st_size + 511) / 512;
+    st->st_blocks = (blkcnt_t)(((uint64_t)st->st_size + 511) / 512); /* st_size >= 0: entry_from_row */
     st->st_mtim.tv_sec = st->st_ctim.tv_sec = st->st_atim.tv_sec = e->mtime;
     st->st_mtim.tv_nsec = st->st_ctim.tv_nsec = st->st_atim.tv_nsec = e->mtimens;
 }
