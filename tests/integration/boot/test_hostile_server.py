@@ -353,6 +353,47 @@ def test_manifest_failover_to_the_honest_server(published, keys, tmp_path, binar
         honest.stop()
 
 
+@pytest.fixture
+def unanswered():
+    """An address whose TCP handshake never completes: a listener that never accepts, its backlog full."""
+    ls = socket.socket()
+    ls.bind(("127.0.0.1", 0))
+    ls.listen(0)
+    fillers = []
+    for _ in range(4):  # Linux completes backlog + 1 handshakes, then drops SYNs
+        c = socket.socket()
+        c.setblocking(False)
+        c.connect_ex(ls.getsockname())
+        fillers.append(c)
+    time.sleep(0.2)
+    yield f"http://127.0.0.1:{ls.getsockname()[1]}"
+    for c in fillers:
+        c.close()
+    ls.close()
+
+
+def test_unanswered_connect_times_out_and_fails_over(published, keys, tmp_path, binary, repo, unanswered):
+    mnt = tmp_path / "mnt"
+    mnt.mkdir()
+    argv = _opts([unanswered], keys, tmp_path).argv(binary, mnt, foreground=True)
+    stderr, elapsed, peak = run_refused(argv, FAIL_WITHIN)
+    lines = stderr.strip().splitlines()
+    assert len(lines) == 1 and "timed out" in lines[0], stderr
+    # (RETRIES + 1) connects of TIMEOUT s each and a 1 s back-off
+    assert elapsed < (RETRIES + 1) * TIMEOUT + 1 + 2, elapsed
+    FIGURES.append(f"unanswered connect  refused after {elapsed:5.2f} s, peak RSS {peak / 2**20:5.1f} MiB  [{lines[0][:100]}]")
+    honest = LyingServer(repo)
+    try:
+        t0 = time.monotonic()
+        with client.start(_opts([unanswered, honest.url], keys, tmp_path), mnt, binary):
+            elapsed = time.monotonic() - t0
+            assert (mnt / "etc" / "hostname").read_bytes() == b"cernvm\n"
+        assert elapsed < TIMEOUT + 3, elapsed
+        FIGURES.append(f"unanswered connect  failover mounted after {elapsed:5.2f} s")
+    finally:
+        honest.stop()
+
+
 # ----------------------------------------------------------------- an older, validly signed manifest
 @pytest.fixture
 def two_revisions(published, repo, keys):
