@@ -22,14 +22,16 @@ def test_min_revision_on_the_kernel_command_line_refuses_an_older_repository(rep
     r = publish(tree, repo, keys, PublishOptions(tag="v1", durable=False))
     server, url = serve_in_thread(repo)
     try:
-        opts = IsoOptions(boot_lock=BOOT_LOCK, repo_url=f"http://{HOST_FROM_GUEST}:{server.server_address[1]}",
-                          pubkeys=[keys / f"{FQRN}.pub"], fetch=fetch_options(), tag="v1", error_timeout=1)
+        url = f"http://{HOST_FROM_GUEST}:{server.server_address[1]}"
+        opts = IsoOptions(boot_lock=BOOT_LOCK, repo_url=url, pubkeys=[keys / f"{FQRN}.pub"],
+                          fetch=fetch_options(), tag="v1", error_timeout=1)
         iso = build_iso(tmp_path / "boot.iso", opts).path
         kernel = extract_from_iso(iso, "/boot/vmlinuz", tmp_path / "vmlinuz")
         initrd = extract_from_iso(iso, "/boot/initrd.img", tmp_path / "initrd.img")
         want = r.revision + 1
-        run = boot(QemuOptions(kernel=kernel, initrd=initrd, append=f"console=ttyS0,115200 cvmfs.min_revision={want}"),
-                   tmp_path / "serial.log", BOOT_TIMEOUT)
+        append = f"console=ttyS0,115200 cvmfs.min_revision={want}"
+        run = boot(QemuOptions(kernel=kernel, initrd=initrd, append=append), tmp_path / "serial.log",
+                   BOOT_TIMEOUT)
     finally:
         server.shutdown()
     assert run.exited, run.tail()

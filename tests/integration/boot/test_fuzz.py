@@ -44,7 +44,8 @@ def _run(target: str, exe: Path, work: Path) -> tuple[str, int, int, str]:
     corpus.mkdir()
     seeds = FUZZ_DIR / "corpus" / target
     proc = subprocess.run([str(exe), f"-max_total_time={FUZZ_SECONDS}", "-print_final_stats=1", "-timeout=10",
-                           "-rss_limit_mb=1024", f"-artifact_prefix={work}/{target}-", str(corpus), str(seeds)],
+                           "-rss_limit_mb=1024", f"-artifact_prefix={work}/{target}-", str(corpus),
+                           str(seeds)],
                           capture_output=True, text=True, timeout=FUZZ_SECONDS + 120)
     m = re.search(r"stat::number_of_executed_units:\s*(\d+)", proc.stderr)
     return target, proc.returncode, int(m.group(1)) if m else 0, proc.stderr

@@ -37,7 +37,8 @@ TIMEOUT, DEADLINE, RETRIES = 2, 4, 1  # client: idle timeout, per-request deadli
 # one failing object on one server: (RETRIES + 1) attempts of at most DEADLINE s, back-off 1 s, slack
 FAIL_WITHIN = (RETRIES + 1) * DEADLINE + 1 + 3
 
-pytestmark = pytest.mark.skipif(not (IS_ROOT and os.path.exists("/dev/fuse")), reason="needs root and /dev/fuse")
+pytestmark = pytest.mark.skipif(not (IS_ROOT and os.path.exists("/dev/fuse")),
+                                reason="needs root and /dev/fuse")
 
 FIGURES: list[str] = []  # measured figures, printed at the end of the module (pytest -s or -rA)
 
@@ -281,7 +282,8 @@ def test_lie_about_a_file(lie, failover, published, repo, keys, tmp_path, binary
         else:
             assert len(lines) == 1 and "cannot fetch object" in lines[0], log
         FIGURES.append(f"{lie:20s} {'failover' if failover else 'one server':10s} "
-                       f"{'read ok' if failover else 'EIO'} after {elapsed:5.2f} s, VmHWM {peak / 2**20:5.1f} MiB"
+                       f"{'read ok' if failover else 'EIO'} after {elapsed:5.2f} s, "
+                       f"VmHWM {peak / 2**20:5.1f} MiB"
                        + ("" if failover else f"  [{lines[0].split(': ', 2)[-1][:90]}]"))
         assert elapsed < (DEADLINE + 3 if failover else FAIL_WITHIN), elapsed
         assert peak < MEMORY_BOUND, f"client peak RSS {peak / 2**20:.1f} MiB"
@@ -308,7 +310,8 @@ def test_lie_about_a_nested_catalog(lie, published, repo, keys, tmp_path, binary
             assert exc.value.errno == errno.EIO
             assert (mnt / "bin" / "tool").read_bytes() == (tree / "bin" / "tool").read_bytes()
             peak = vmhwm(m.proc.pid)
-        FIGURES.append(f"catalog {lie:12s} one server EIO after {elapsed:5.2f} s, VmHWM {peak / 2**20:5.1f} MiB")
+        FIGURES.append(f"catalog {lie:12s} one server EIO after {elapsed:5.2f} s, "
+                       f"VmHWM {peak / 2**20:5.1f} MiB")
         assert elapsed < FAIL_WITHIN and peak < MEMORY_BOUND, (elapsed, peak)
     finally:
         liar.stop()
@@ -381,7 +384,8 @@ def test_unanswered_connect_times_out_and_fails_over(published, keys, tmp_path, 
     assert len(lines) == 1 and "timed out" in lines[0], stderr
     # (RETRIES + 1) connects of TIMEOUT s each and a 1 s back-off
     assert elapsed < (RETRIES + 1) * TIMEOUT + 1 + 2, elapsed
-    FIGURES.append(f"unanswered connect  refused after {elapsed:5.2f} s, peak RSS {peak / 2**20:5.1f} MiB  [{lines[0][:100]}]")
+    FIGURES.append(f"unanswered connect  refused after {elapsed:5.2f} s, peak RSS {peak / 2**20:5.1f} MiB  "
+                   f"[{lines[0][:100]}]")
     honest = LyingServer(repo)
     try:
         t0 = time.monotonic()
@@ -438,7 +442,8 @@ def test_older_manifest_is_ignored_after_a_newer_one(two_revisions, keys, tmp_pa
         warnings = [ln for ln in log.splitlines() if "warning" in ln]
         assert len(warnings) == 1 and f"offer revision {r1.revision} " in warnings[0] and \
             f"revision {r2.revision} was seen before" in warnings[0], log
-        FIGURES.append(f"older manifest      kept revision {r2.revision} after {elapsed:5.2f} s, VmHWM {peak / 2**20:5.1f} MiB")
+        FIGURES.append(f"older manifest      kept revision {r2.revision} after {elapsed:5.2f} s, "
+                       f"VmHWM {peak / 2**20:5.1f} MiB")
         # the record is not lowered
         assert (tmp_path / "cache" / f"revision-{FQRN}").read_text() == state
         # explicit pins are choices, not rollbacks: they keep working against the same stale server
