@@ -19,6 +19,8 @@ OS_PACKAGES=(
   grub-efi-amd64-bin mtools dosfstools ovmf
   # file capabilities: setcap/getcap check our security.capability bytes against libcap
   libcap2-bin
+  # fuzzing the boot client's parsers (libFuzzer + ASan/UBSan runtimes ship with Debian's clang 14)
+  clang libclang-rt-14-dev
 )
 
 missing=()

@@ -5,6 +5,8 @@
 # Kernel command line (overrides the defaults built into /etc/cernvm/boot.conf):
 #   cvmfs.url=URL[;URL2]  cvmfs.tag=TAG  cvmfs.root_hash=HASH  cvmfs.rebase=1
 #   cvmfs.scratch=LABEL   cvmfs.cache_size=MB  cvmfs.error_timeout=SECONDS  cvmfs.debug=1  init=PATH
+#   cvmfs.min_revision=N  refuse a repository whose manifest is older than revision N (a stale server or
+#                         a replay; with a scratch disk the client also remembers the newest revision seen)
 # stay/rebase: with a scratch disk the root hash mounted on first boot is recorded there and booted
 # from then on; cvmfs.rebase=1 or a cvmfs.tag= different from the recorded one moves to the tag.
 # An ISO built for one snapshot (boot.conf names its root hash; the tag is then a label) boots that
@@ -38,6 +40,7 @@ REBASE=0
 TAG_FROM_CMDLINE=
 ROOT_HASH_FROM_CMDLINE=
 DEBUG=
+MIN_REVISION=${CVMFS_MIN_REVISION:-}
 set -f
 for arg in $(cat /proc/cmdline); do
     case "$arg" in
@@ -49,6 +52,7 @@ for arg in $(cat /proc/cmdline); do
         cvmfs.cache_size=*) CACHE_MB="${arg#cvmfs.cache_size=}" ;;
         cvmfs.error_timeout=*) ERROR_TIMEOUT="${arg#cvmfs.error_timeout=}" ;;
         cvmfs.debug=*) DEBUG="${arg#cvmfs.debug=}" ;;
+        cvmfs.min_revision=*) MIN_REVISION="${arg#cvmfs.min_revision=}" ;;
         init=*) INIT="${arg#init=}" ;;
     esac
 done
@@ -136,9 +140,11 @@ keys=
 for k in /etc/cvmfs/keys/*.pub; do keys="$keys --pubkey $k"; done
 CLIENT_DEBUG=
 [ "$DEBUG" = 1 ] && CLIENT_DEBUG=--debug
+MIN_REV_ARG=
+[ -n "$MIN_REVISION" ] && MIN_REV_ARG="--min-revision $MIN_REVISION"
 # shellcheck disable=SC2086
 /sbin/cvmfs-mini --url "$CVMFS_URL" $keys $SELECT --cache "$RW/cache" --cache-size "$CACHE_MB" \
-    --root-hash-file "$RW/cernvm/root_hash.new" --root-daemon --log /dev/console $CLIENT_DEBUG "$RO" \
+    --root-hash-file "$RW/cernvm/root_hash.new" --root-daemon --log /dev/console $CLIENT_DEBUG $MIN_REV_ARG "$RO" \
     || fail "cannot mount the snapshot from $CVMFS_URL (see the message above)"
 if [ -n "$RECORD" ] && [ -n "$SCRATCH" ]; then
     mv "$RW/cernvm/root_hash.new" "$RW/cernvm/root_hash"

@@ -159,11 +159,14 @@ class BootConfig:
     scratch_label: str = "CVMSCRATCH"
     cache_mb: int = 2048
     error_timeout: int = 60
+    min_revision: int | None = None      # refuse a repository older than this (cvmfs.min_revision=)
 
     def shell(self, build_id: str, kernel_version: str) -> str:
         values = {"CVMFS_URL": self.repo_url, "CVMFS_TAG": self.tag or "", "CVMFS_ROOT_HASH": self.root_hash or "",
                   "SCRATCH_LABEL": self.scratch_label, "CACHE_MB": str(self.cache_mb),
                   "ERROR_TIMEOUT": str(self.error_timeout), "BUILD_ID": build_id, "KERNEL_VERSION": kernel_version}
+        if self.min_revision is not None:   # only when set: ISOs without it keep their bytes
+            values["CVMFS_MIN_REVISION"] = str(self.min_revision)
         return "".join(f"{k}={shlex.quote(v)}\n" for k, v in values.items())
 
 

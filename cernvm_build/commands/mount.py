@@ -19,6 +19,10 @@ def register(sub: "argparse._SubParsersAction") -> None:
     g.add_argument("--root-hash", help="mount this root catalog hash")
     p.add_argument("--cache", type=Path, help="object cache directory (default: <cache>/boot/mount-cache)")
     p.add_argument("--cache-size", type=int, default=1024, metavar="MB", help="LRU cache limit (default 1024)")
+    p.add_argument("--min-revision", type=int, metavar="N", help="refuse a repository older than revision N")
+    p.add_argument("--timeout", type=int, default=20, metavar="S",
+                   help="seconds without a byte from a server before the next is tried (default 20)")
+    p.add_argument("--deadline", type=int, metavar="S", help="seconds for one whole request (default 120)")
     p.add_argument("--foreground", "-f", action="store_true", help="stay in the foreground until unmounted")
     p.add_argument("--debug", action="store_true", help="log every fetch")
     p.set_defaults(func=_mount)
@@ -30,7 +34,8 @@ def _mount(args: argparse.Namespace) -> int:
 
     opts = client.ClientOptions(urls=[args.url], pubkeys=args.pubkey, tag=args.tag, root_hash=args.root_hash,
                                 cache_dir=args.cache or default_cache_dir() / "boot" / "mount-cache",
-                                cache_size_mb=args.cache_size, debug=args.debug)
+                                cache_size_mb=args.cache_size, debug=args.debug, min_revision=args.min_revision,
+                                timeout=args.timeout, deadline=args.deadline)
     binary = client.build_client()
     if args.foreground:
         try:

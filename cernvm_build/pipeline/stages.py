@@ -437,7 +437,8 @@ class IsoOutput(StageOutput):
 
 class IsoStage(Stage):
     """The boot ISO for the snapshot just published, pinned to its root hash (the tag is a label;
-    cvmfs.rebase=1 moves on): boot.iso.build_iso with the IsoOptions built here.
+    cvmfs.rebase=1 moves on) and never mounting an older revision than its own: boot.iso.build_iso with
+    the IsoOptions built here.
 
     BUILDER is the function that writes the ISO (default: boot.iso.build_iso); it receives exactly the
     options the stage's key covers."""
@@ -459,14 +460,16 @@ class IsoStage(Stage):
 
         i, snap = ctx.definition.iso, inputs["publish"]
         return IsoOptions(boot_lock=i.boot_lock, repo_url=i.repo_url, pubkeys=[Path(snap.cvmfs_pubkey)],
-                          tag=snap.tag, root_hash=snap.root_hash, cache_root=ctx.definition.cache_dir,
+                          tag=snap.tag, root_hash=snap.root_hash, min_revision=snap.revision,
+                          cache_root=ctx.definition.cache_dir,
                           fetch=FetchOptions(offline=ctx.offline), client_lock=i.client_lock)
 
     def options(self, ctx: Context, inputs: Mapping[str, StageOutput]) -> dict[str, Any]:
         opts = self.request(ctx, inputs)
         return {"boot_lock": _digest_file(opts.boot_lock), "client_lock": _digest_file(opts.client_lock),
                 "repo_url": opts.repo_url, "pubkeys": [_digest_file(p) for p in opts.pubkeys], "tag": opts.tag,
-                "root_hash": opts.root_hash, "cache_root": str(opts.cache_root), "offline": opts.fetch.offline,
+                "root_hash": opts.root_hash, "min_revision": opts.min_revision, "cache_root": str(opts.cache_root),
+                "offline": opts.fetch.offline,
                 "output": str(ctx.definition.iso.output), "builder": __version__}
 
     def run(self, ctx: Context, inputs: Mapping[str, StageOutput]) -> IsoOutput:

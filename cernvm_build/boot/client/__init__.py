@@ -82,7 +82,10 @@ class ClientOptions:
     fqrn: str | None = None
     debug: bool = False
     retries: int = 3
-    timeout: int = 20
+    timeout: int = 20  # idle: seconds without a byte from a server
+    connect_timeout: int | None = None
+    deadline: int | None = None  # seconds for one whole request (default: the client's, 120)
+    min_revision: int | None = None  # refuse manifests older than this revision
     root_hash_file: Path | None = None
     extra: list[str] = field(default_factory=list)
 
@@ -100,6 +103,12 @@ class ClientOptions:
             cmd += ["--cache", str(self.cache_dir)]
         cmd += ["--cache-size", str(self.cache_size_mb), "--retries", str(self.retries),
                 "--timeout", str(self.timeout)]
+        if self.connect_timeout is not None:
+            cmd += ["--connect-timeout", str(self.connect_timeout)]
+        if self.deadline is not None:
+            cmd += ["--deadline", str(self.deadline)]
+        if self.min_revision is not None:
+            cmd += ["--min-revision", str(self.min_revision)]
         if self.fqrn:
             cmd += ["--fqrn", self.fqrn]
         if self.root_hash_file:

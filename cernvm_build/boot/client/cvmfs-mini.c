@@ -68,6 +68,26 @@
 #define F_COMP_MASK (7 << 11)
 #define F_HIDDEN 0x8000
 
+/* Ceilings on what a server may send (a lying server must not make the client grow or fill the disk).
+ * Data objects (files, chunks) get their own ceiling from the size the catalog records. */
+#define MAX_MANIFEST_BYTES (64u << 10)   /* .cvmfspublished: ~12 short lines and a 256..512-byte signature
+                                            (cvmfs2 itself reads at most 4 KiB of a cached manifest) */
+#define MAX_WHITELIST_BYTES (256u << 10) /* .cvmfswhitelist: 3 header lines, one 60-byte line per certificate
+                                            fingerprint, a signature: 256 KiB is thousands of certificates */
+#define MAX_CERT_BYTES (64u << 10)       /* certificate: one PEM X.509 (~1.2 KiB for RSA-2048), before and
+                                            after inflating */
+#define MAX_CATALOG_BYTES (1ULL << 30)   /* catalog SQLite file when neither the manifest (B) nor the parent
+                                            catalog (nested_catalogs.size) records its size: real catalogs
+                                            stay well under 100 MiB (publishers split at ~200k entries) */
+#define MAX_HISTORY_BYTES (256ULL << 20) /* tag database */
+#define MAX_HEADER_LINE 8192             /* one HTTP header line / chunk-size line */
+#define MAX_HEADER_LINES 128             /* header (and trailer) lines per response */
+
+/* zlib's worst case for a stream that inflates to N bytes: stored (uncompressed) deflate blocks cost
+ * 5 bytes per block, plus the 2-byte header and 4-byte Adler-32. This is deflateBound()'s conservative
+ * bound (valid for any compression level, window and memLevel), so no honest publisher exceeds it. */
+static uint64_t zlib_bound(uint64_t n) { return n + ((n + 7) >> 3) + ((n + 63) >> 6) + 5 + 6; }
+
 /* ------------------------------------------------------------------------------------ options */
 static struct {
     char *servers[MAX_SERVERS];
@@ -82,18 +102,26 @@ static struct {
     int foreground;
     int debug;
     int retries;
-    int timeout;
+    int timeout;         /* idle: seconds without a byte from the server */
+    int connect_timeout; /* seconds to establish a TCP connection */
+    int deadline;        /* seconds for a whole request (connect, headers, body) */
+    long long min_revision;
     int root_daemon;
     char *root_hash_file;
     char *log_file;
     int allow_expired;
-} opt = {.cache_mb = 1024, .retries = 3, .timeout = 20};
+} opt = {.cache_mb = 1024, .retries = 3, .timeout = 20, .connect_timeout = 5, .deadline = 120};
+
+/* Set once the file system is mounted: from then on nothing may exit the process (every failure is
+ * an EIO and one log line); die() is for start-up only. */
+static int mount_up;
 
 static void die(const char *fmt, ...) __attribute__((noreturn, format(printf, 1, 2)));
 static void die(const char *fmt, ...) {
     va_list ap;
     va_start(ap, fmt);
-    fprintf(stderr, PROG ": error: ");
+    if (mount_up) fprintf(stderr, PROG ": internal error after mounting (a bug): ");
+    else fprintf(stderr, PROG ": error: ");
     vfprintf(stderr, fmt, ap);
     fprintf(stderr, "\n");
     va_end(ap);
@@ -142,11 +170,6 @@ static void buf_add(struct buf *b, const void *p, size_t n) {
     b->len += n;
     b->data[b->len] = 0;
 }
-static void buf_free(struct buf *b) {
-    free(b->data);
-    b->data = NULL;
-    b->len = b->cap = 0;
-}
 
 /* ------------------------------------------------------------------------------------ hashing */
 static void sha1_hex(const void *data, size_t len, char out[41]) {
@@ -172,6 +195,185 @@ static int is_hex40(const char *s) {
     return 1;
 }
 
+/* ---------------------------------------------------------------------------------------- sinks */
+/* Where a response body goes, byte by byte as it arrives: SHA-1 over the received bytes, then either
+ * kept in memory (signed letters, bounded) or inflated (unless RAW) straight into a file. Memory per
+ * request is constant: a receive buffer, the zlib state and one output buffer, whatever is sent. */
+struct sink {
+    const char *what;     /* for messages: the object's path */
+    uint64_t in_limit;    /* ceiling on received bytes */
+    uint64_t out_limit;   /* ceiling on bytes written to FD (after inflating) */
+    int fd;               /* -1: keep the bytes in MEM instead */
+    int raw;              /* store as received, no inflating */
+    const char *expect;   /* hex SHA-1 the received bytes must have, or NULL */
+    /* state of one attempt */
+    uint64_t in_len, out_len;
+    EVP_MD_CTX *md;
+    z_stream z;
+    int zinit, zend;
+    unsigned char *mem;
+    size_t memcap;
+    char err[400];
+};
+
+static void sink_init(struct sink *s, const char *what, int fd, int raw, const char *expect, uint64_t in_limit,
+                      uint64_t out_limit) {
+    memset(s, 0, sizeof *s);
+    s->what = what;
+    s->fd = fd;
+    s->raw = raw;
+    s->expect = expect;
+    s->in_limit = in_limit;
+    s->out_limit = out_limit;
+}
+
+static void sink_free(struct sink *s) {
+    if (s->zinit) inflateEnd(&s->z);
+    s->zinit = 0;
+    EVP_MD_CTX_free(s->md);
+    s->md = NULL;
+    free(s->mem);
+    s->mem = NULL;
+    s->memcap = 0;
+}
+
+/* Start over (a new attempt, maybe on another server). 0 ok, -1 with s->err. */
+static int sink_reset(struct sink *s) {
+    s->in_len = s->out_len = 0;
+    s->zend = 0;
+    s->err[0] = 0;
+    if (s->expect) {
+        if (!s->md && !(s->md = EVP_MD_CTX_new())) goto nomem;
+        if (EVP_DigestInit_ex(s->md, EVP_sha1(), NULL) != 1) goto nomem;
+    }
+    if (s->fd >= 0) {
+        if (ftruncate(s->fd, 0) < 0 || lseek(s->fd, 0, SEEK_SET) < 0) {
+            snprintf(s->err, sizeof s->err, "cache: cannot reset a temporary file: %s", strerror(errno));
+            return -1;
+        }
+        if (!s->raw) {
+            int zr = s->zinit ? inflateReset(&s->z) : inflateInit(&s->z);
+            if (zr != Z_OK) goto nomem;
+            s->zinit = 1;
+        }
+    }
+    return 0;
+nomem:
+    snprintf(s->err, sizeof s->err, "out of memory");
+    return -1;
+}
+
+static int write_all(int fd, const unsigned char *p, size_t n) {
+    while (n) {
+        ssize_t w = write(fd, p, n);
+        if (w < 0 && errno == EINTR) continue;
+        if (w <= 0) return -1;
+        p += w;
+        n -= (size_t)w;
+    }
+    return 0;
+}
+
+static int sink_out(struct sink *s, const unsigned char *p, size_t n) {
+    if (n > s->out_limit - s->out_len) {
+        snprintf(s->err, sizeof s->err, "%s inflates to more than the %llu bytes expected", s->what,
+                 (unsigned long long)s->out_limit);
+        return -1;
+    }
+    if (write_all(s->fd, p, n) < 0) {
+        snprintf(s->err, sizeof s->err, "cache: write failed: %s", strerror(errno));
+        return -1;
+    }
+    s->out_len += n;
+    return 0;
+}
+
+/* Take N more received bytes. 0 ok, -1 with s->err (the response is refused). */
+static int sink_write(struct sink *s, const unsigned char *p, size_t n) {
+    if (n > s->in_limit - s->in_len) {
+        snprintf(s->err, sizeof s->err, "%s is larger than the %llu bytes allowed", s->what,
+                 (unsigned long long)s->in_limit);
+        return -1;
+    }
+    s->in_len += n;
+    if (s->md && EVP_DigestUpdate(s->md, p, n) != 1) {
+        snprintf(s->err, sizeof s->err, "SHA-1 failed");
+        return -1;
+    }
+    if (s->fd < 0) {
+        if (s->in_len + 1 > s->memcap) {
+            size_t cap = s->memcap ? s->memcap : 4096;
+            while (cap < s->in_len + 1) cap *= 2;
+            if (s->in_limit < SIZE_MAX && cap > s->in_limit + 1) cap = (size_t)s->in_limit + 1;
+            unsigned char *m = realloc(s->mem, cap);
+            if (!m) {
+                snprintf(s->err, sizeof s->err, "out of memory");
+                return -1;
+            }
+            s->mem = m;
+            s->memcap = cap;
+        }
+        memcpy(s->mem + s->in_len - n, p, n);
+        s->mem[s->in_len] = 0;
+        return 0;
+    }
+    if (s->raw) return sink_out(s, p, n);
+    if (s->zend) {
+        if (n) {
+            snprintf(s->err, sizeof s->err, "%s has data after the end of its zlib stream", s->what);
+            return -1;
+        }
+        return 0;
+    }
+    unsigned char outb[32768];
+    s->z.next_in = (unsigned char *)p;
+    s->z.avail_in = (uInt)n; /* N <= the receive buffer, 64 KiB */
+    do {
+        s->z.next_out = outb;
+        s->z.avail_out = sizeof outb;
+        int zr = inflate(&s->z, Z_NO_FLUSH);
+        if (zr != Z_OK && zr != Z_STREAM_END && zr != Z_BUF_ERROR) {
+            snprintf(s->err, sizeof s->err, "%s is not a valid zlib stream", s->what);
+            return -1;
+        }
+        if (sink_out(s, outb, sizeof outb - s->z.avail_out) < 0) return -1;
+        if (zr == Z_STREAM_END) {
+            s->zend = 1;
+            break;
+        }
+        if (zr == Z_BUF_ERROR) break; /* no progress possible: needs more input */
+    } while (s->z.avail_in > 0 || s->z.avail_out == 0);
+    if (s->zend && s->z.avail_in) {
+        snprintf(s->err, sizeof s->err, "%s has data after the end of its zlib stream", s->what);
+        return -1;
+    }
+    return 0;
+}
+
+/* The whole body arrived: complete stream, right hash. 0 ok, -1 with s->err. */
+static int sink_finish(struct sink *s) {
+    if (s->fd >= 0 && !s->raw && !s->zend) {
+        snprintf(s->err, sizeof s->err, "%s is a truncated zlib stream", s->what);
+        return -1;
+    }
+    if (s->md) {
+        unsigned char md[EVP_MAX_MD_SIZE];
+        unsigned int n = 0;
+        char got[41];
+        if (EVP_DigestFinal_ex(s->md, md, &n) != 1 || n != 20) {
+            snprintf(s->err, sizeof s->err, "SHA-1 failed");
+            return -1;
+        }
+        for (unsigned i = 0; i < n; i++) sprintf(got + 2 * i, "%02x", md[i]);
+        if (strcmp(got, s->expect) != 0) {
+            snprintf(s->err, sizeof s->err, "object %s is corrupted: its SHA-1 is %s, expected %s; refused", s->what,
+                     got, s->expect);
+            return -1;
+        }
+    }
+    return 0;
+}
+
 /* ---------------------------------------------------------------------------------------- HTTP */
 struct server {
     char *url;
@@ -187,20 +389,33 @@ static struct server servers[MAX_SERVERS];
 static int preferred_server;
 static uint64_t stat_rx_bytes, stat_objects;
 
-static void parse_server(struct server *s, const char *url) {
-    s->url = xstrdup(url);
+/* "http://host[:port][/path]" -> S. 0 ok, -1 with ERR. */
+static int parse_server(struct server *s, const char *url, char *err, size_t errlen) {
+    memset(s, 0, sizeof *s);
     s->fd = -1;
-    if (strncmp(url, "http://", 7) != 0) die("server URL %s: only http:// is supported", url);
+    if (strncmp(url, "http://", 7) != 0) {
+        snprintf(err, errlen, "server URL %s: only http:// is supported", url);
+        return -1;
+    }
     const char *h = url + 7;
     const char *slash = strchr(h, '/');
     size_t hl = slash ? (size_t)(slash - h) : strlen(h);
-    if (hl == 0 || hl >= sizeof s->host) die("server URL %s has no host", url);
+    if (hl == 0 || hl >= sizeof s->host) {
+        snprintf(err, errlen, "server URL %s has no host (or a too long one)", url);
+        return -1;
+    }
     memcpy(s->host, h, hl);
     s->host[hl] = 0;
     strcpy(s->port, "80");
     char *colon = strrchr(s->host, ':');
     if (colon && !strchr(colon, ']')) {
-        snprintf(s->port, sizeof s->port, "%s", colon + 1);
+        const char *p = colon + 1;
+        size_t pl = strlen(p);
+        if (pl == 0 || pl >= sizeof s->port || strspn(p, "0123456789") != pl || atoi(p) < 1 || atoi(p) > 65535) {
+            snprintf(err, errlen, "server URL %s has a bad port", url);
+            return -1;
+        }
+        memcpy(s->port, p, pl + 1);
         *colon = 0;
     }
     if (s->host[0] == '[') { /* [v6] */
@@ -208,9 +423,27 @@ static void parse_server(struct server *s, const char *url) {
         char *e = strchr(s->host, ']');
         if (e) *e = 0;
     }
-    s->path = xstrdup(slash ? slash : "");
+    if (!s->host[0] || strpbrk(s->host, " \t\r\n/?#@")) {
+        snprintf(err, errlen, "server URL %s has a bad host", url);
+        return -1;
+    }
+    const char *path = slash ? slash : "";
+    if (strpbrk(path, " \t\r\n") || strlen(path) > 1024) {
+        snprintf(err, errlen, "server URL %s has a bad path", url);
+        return -1;
+    }
+    s->url = strdup(url);
+    s->path = strdup(path);
+    if (!s->url || !s->path) {
+        free(s->url);
+        free(s->path);
+        s->url = s->path = NULL;
+        snprintf(err, errlen, "out of memory");
+        return -1;
+    }
     size_t pl = strlen(s->path);
     while (pl && s->path[pl - 1] == '/') s->path[--pl] = 0;
+    return 0;
 }
 
 static int resolve_server(struct server *s, char *err, size_t errlen) {
@@ -228,7 +461,21 @@ static int resolve_server(struct server *s, char *err, size_t errlen) {
     return 0;
 }
 
-static int tcp_connect(struct server *s, char *err, size_t errlen) {
+static int64_t now_ms(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+/* Milliseconds to wait: the smaller of LIMIT_S seconds and what is left until DEADLINE; 0 = expired. */
+static int wait_ms(int limit_s, int64_t deadline) {
+    int64_t left = deadline - now_ms();
+    int64_t lim = (int64_t)(limit_s > 0 ? limit_s : 1) * 1000;
+    if (left <= 0) return 0;
+    return (int)(left < lim ? left : lim);
+}
+
+static int tcp_connect(struct server *s, int64_t deadline, char *err, size_t errlen) {
     int fd = socket(s->addr.ss_family, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
     if (fd < 0) {
         snprintf(err, errlen, "socket: %s", strerror(errno));
@@ -240,7 +487,7 @@ static int tcp_connect(struct server *s, char *err, size_t errlen) {
         return -1;
     }
     struct pollfd p = {.fd = fd, .events = POLLOUT};
-    int r = poll(&p, 1, opt.timeout * 1000);
+    int r = poll(&p, 1, wait_ms(opt.connect_timeout, deadline));
     int soerr = 0;
     socklen_t sl = sizeof soerr;
     if (r <= 0 || getsockopt(fd, SOL_SOCKET, SO_ERROR, &soerr, &sl) < 0 || soerr) {
@@ -249,36 +496,63 @@ static int tcp_connect(struct server *s, char *err, size_t errlen) {
         close(fd);
         return -1;
     }
-    fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) & ~O_NONBLOCK);
-    struct timeval tv = {.tv_sec = opt.timeout};
-    setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
-    setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof tv);
     int one = 1;
     setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
-    return fd;
+    return fd; /* stays non-blocking: every wait is a poll() bounded by the idle timeout and the deadline */
 }
 
-/* buffered reader over the socket */
+/* buffered reader over the socket (or, for the fuzzers, over bytes in memory) */
 struct rd {
     int fd;
+    const unsigned char *mem; /* instead of FD: MEMLEN bytes, handed out STEP bytes at a time */
+    size_t memlen, step;
+    int64_t deadline;
     unsigned char buf[65536];
     size_t pos, len;
-    int eof;
+    int eof, timed_out;
 };
-static int rd_fill(struct rd *r) {
+static int rd_fill(struct rd *r) { /* 1 data, 0 eof, -1 error or timeout */
     if (r->pos < r->len) return 1;
-    ssize_t n = recv(r->fd, r->buf, sizeof r->buf, 0);
-    if (n < 0) return -1;
-    if (n == 0) {
-        r->eof = 1;
-        return 0;
+    if (r->eof) return 0;
+    if (r->mem) {
+        size_t n = r->memlen < r->step ? r->memlen : r->step;
+        if (n > sizeof r->buf) n = sizeof r->buf;
+        if (!n) {
+            r->eof = 1;
+            return 0;
+        }
+        memcpy(r->buf, r->mem, n);
+        r->mem += n;
+        r->memlen -= n;
+        r->pos = 0;
+        r->len = n;
+        return 1;
     }
-    stat_rx_bytes += (uint64_t)n;
-    r->pos = 0;
-    r->len = (size_t)n;
-    return 1;
+    for (;;) {
+        ssize_t n = recv(r->fd, r->buf, sizeof r->buf, 0);
+        if (n > 0) {
+            stat_rx_bytes += (uint64_t)n;
+            r->pos = 0;
+            r->len = (size_t)n;
+            return 1;
+        }
+        if (n == 0) {
+            r->eof = 1;
+            return 0;
+        }
+        if (errno == EINTR) continue;
+        if (errno != EAGAIN && errno != EWOULDBLOCK) return -1;
+        struct pollfd p = {.fd = r->fd, .events = POLLIN};
+        int ms = wait_ms(opt.timeout, r->deadline);
+        int pr = ms > 0 ? poll(&p, 1, ms) : 0;
+        if (pr < 0 && errno == EINTR) continue;
+        if (pr <= 0) {
+            r->timed_out = 1;
+            return -1;
+        }
+    }
 }
-static int rd_line(struct rd *r, char *line, size_t cap) { /* 1 ok, 0 eof, -1 error */
+static int rd_line(struct rd *r, char *line, size_t cap) { /* 1 ok, 0 eof before any byte, -1 error */
     size_t n = 0;
     for (;;) {
         int f = rd_fill(r);
@@ -290,139 +564,278 @@ static int rd_line(struct rd *r, char *line, size_t cap) { /* 1 ok, 0 eof, -1 er
             return 1;
         }
         if (n + 1 >= cap) return -1;
-        line[n++] = (char)c;
+        line[n++] = (char)(c ? c : ' '); /* a NUL must not cut the line short unseen */
     }
 }
-static int rd_bytes(struct rd *r, struct buf *out, size_t n) {
+/* Pass N body bytes to the sink. 0 ok, -1 transfer error, -2 sink refused (its err says why). */
+static int rd_body(struct rd *r, struct sink *out, uint64_t n) {
     while (n) {
         int f = rd_fill(r);
         if (f <= 0) return -1;
         size_t k = r->len - r->pos;
-        if (k > n) k = n;
-        buf_add(out, r->buf + r->pos, k);
+        if (k > n) k = (size_t)n;
+        if (sink_write(out, r->buf + r->pos, k) < 0) return -2;
         r->pos += k;
         n -= k;
     }
     return 0;
 }
 
-/* One GET on one server. Returns the HTTP status (200 with OUT filled), or -1 with ERR set. */
-static int http_get_once(struct server *s, const char *rel, struct buf *out, char *err, size_t errlen) {
+/* A decimal Content-Length: digits only, no sign, no overflow. */
+static int parse_content_length(const char *v, uint64_t *out) {
+    while (*v == ' ' || *v == '\t') v++;
+    if (!(*v >= '0' && *v <= '9')) return -1;
+    uint64_t x = 0;
+    for (; *v >= '0' && *v <= '9'; v++) {
+        if (x > (UINT64_MAX - 9) / 10) return -1;
+        x = x * 10 + (uint64_t)(*v - '0');
+    }
+    while (*v == ' ' || *v == '\t') v++;
+    return *v ? -1 : (*out = x, 0);
+}
+
+/* A chunk-size line: hex digits, optionally ";extensions". */
+static int parse_chunk_size(const char *v, uint64_t *out) {
+    uint64_t x = 0;
+    int digits = 0;
+    for (;; v++) {
+        int d;
+        if (*v >= '0' && *v <= '9') d = *v - '0';
+        else if (*v >= 'a' && *v <= 'f') d = *v - 'a' + 10;
+        else if (*v >= 'A' && *v <= 'F') d = *v - 'A' + 10;
+        else break;
+        if (x >> 60) return -1; /* would overflow */
+        x = x * 16 + (uint64_t)d;
+        digits++;
+    }
+    while (*v == ' ' || *v == '\t') v++;
+    if (!digits || (*v && *v != ';')) return -1;
+    *out = x;
+    return 0;
+}
+
+/* Read one response from R. For status 200 the body goes through SINK (sink_finish checked) and
+ * *KEEP says whether the connection may carry the next request; for any other status the body is
+ * not read (*KEEP = 0). Returns the status, or -1 with ERR set (R->timed_out tells a timeout). */
+static int http_read_response(struct rd *r, struct sink *sink, int *keep, char *err, size_t errlen) {
+    char line[MAX_HEADER_LINE];
+    *keep = 0;
+    int lr = rd_line(r, line, sizeof line);
+    if (lr <= 0) {
+        snprintf(err, errlen, lr == 0 ? "connection closed" : r->timed_out ? "timed out" : "connection error");
+        return -1;
+    }
+    if (strncmp(line, "HTTP/1.", 7) != 0 || !(line[7] == '0' || line[7] == '1') || line[8] != ' ' ||
+        !(line[9] >= '1' && line[9] <= '5') || !(line[10] >= '0' && line[10] <= '9') ||
+        !(line[11] >= '0' && line[11] <= '9') || (line[12] && line[12] != ' ')) {
+        snprintf(err, errlen, "malformed status line");
+        return -1;
+    }
+    int status = (line[9] - '0') * 100 + (line[10] - '0') * 10 + (line[11] - '0');
+    int keepalive = line[7] == '1';
+    uint64_t clen = 0;
+    int have_clen = 0, chunked = 0, nlines = 0;
+    for (;;) {
+        lr = rd_line(r, line, sizeof line);
+        if (lr <= 0) {
+            snprintf(err, errlen, r->timed_out ? "timed out in the headers" : "truncated or oversized headers");
+            return -1;
+        }
+        if (!line[0]) break;
+        if (++nlines > MAX_HEADER_LINES) {
+            snprintf(err, errlen, "more than %d header lines", MAX_HEADER_LINES);
+            return -1;
+        }
+        if (!strncasecmp(line, "Content-Length:", 15)) {
+            uint64_t v;
+            if (parse_content_length(line + 15, &v) < 0 || (have_clen && v != clen)) {
+                snprintf(err, errlen, "malformed Content-Length");
+                return -1;
+            }
+            clen = v;
+            have_clen = 1;
+        } else if (!strncasecmp(line, "Transfer-Encoding:", 18)) {
+            if (strcasestr(line + 18, "chunked")) chunked = 1;
+            else if (!strcasestr(line + 18, "identity")) {
+                snprintf(err, errlen, "unsupported Transfer-Encoding");
+                return -1;
+            }
+        } else if (!strncasecmp(line, "Connection:", 11)) {
+            if (strcasestr(line, "close")) keepalive = 0;
+            else if (strcasestr(line, "keep-alive")) keepalive = 1;
+        } else if (!strncasecmp(line, "Content-Encoding:", 17) && !strcasestr(line, "identity")) {
+            snprintf(err, errlen, "server applied a content encoding");
+            return -1;
+        }
+    }
+    if (status != 200) {
+        snprintf(err, errlen, "HTTP %d%s", status,
+                 status >= 300 && status < 400 ? " (redirects are not followed)" : "");
+        return status;
+    }
+    int br;
+    if (chunked) {
+        for (;;) {
+            uint64_t cl;
+            if (rd_line(r, line, sizeof line) <= 0) goto trunc;
+            if (parse_chunk_size(line, &cl) < 0) {
+                snprintf(err, errlen, "malformed chunk size");
+                return -1;
+            }
+            if (cl == 0) {
+                for (int i = 0;; i++) { /* trailer */
+                    if (i > MAX_HEADER_LINES || rd_line(r, line, sizeof line) <= 0) goto trunc;
+                    if (!line[0]) break;
+                }
+                break;
+            }
+            if ((br = rd_body(r, sink, cl)) < 0) goto body;
+            if (rd_line(r, line, sizeof line) <= 0) goto trunc;
+            if (line[0]) {
+                snprintf(err, errlen, "malformed chunked encoding");
+                return -1;
+            }
+        }
+    } else if (have_clen) {
+        if (clen > sink->in_limit) {
+            snprintf(err, errlen, "announces %llu bytes, more than the %llu allowed for %s",
+                     (unsigned long long)clen, (unsigned long long)sink->in_limit, sink->what);
+            return -1;
+        }
+        if ((br = rd_body(r, sink, clen)) < 0) goto body;
+    } else {
+        keepalive = 0; /* the body ends when the connection does */
+        for (;;) {
+            int f = rd_fill(r);
+            if (f < 0) goto trunc;
+            if (f == 0) break;
+            if (sink_write(sink, r->buf + r->pos, r->len - r->pos) < 0) {
+                br = -2;
+                goto body;
+            }
+            r->pos = r->len;
+        }
+    }
+    if (sink_finish(sink) < 0) {
+        snprintf(err, errlen, "%s", sink->err);
+        return -1;
+    }
+    *keep = keepalive;
+    return 200;
+body:
+    if (br == -2) {
+        snprintf(err, errlen, "%s", sink->err);
+        return -1;
+    }
+trunc:
+    snprintf(err, errlen, r->timed_out ? "timed out in the body" : "transfer interrupted");
+    return -1;
+}
+
+static void server_close(struct server *s) {
+    if (s->fd >= 0) close(s->fd);
+    s->fd = -1;
+}
+
+/* Send all of REQ on a non-blocking socket before DEADLINE. */
+static int send_all(int fd, const char *req, size_t n, int64_t deadline) {
+    while (n) {
+        ssize_t w = send(fd, req, n, MSG_NOSIGNAL);
+        if (w > 0) {
+            req += w;
+            n -= (size_t)w;
+            continue;
+        }
+        if (w < 0 && errno == EINTR) continue;
+        if (w < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
+            struct pollfd p = {.fd = fd, .events = POLLOUT};
+            int ms = wait_ms(opt.timeout, deadline);
+            if (ms > 0 && poll(&p, 1, ms) > 0) continue;
+        }
+        return -1;
+    }
+    return 0;
+}
+
+static struct rd *the_rd; /* one receive buffer: requests are made one at a time (single-threaded loop) */
+
+/* One GET on one server, within the per-request deadline. Returns the HTTP status (200: the body
+ * went through SINK, complete and verified), or -1 with ERR set. */
+static int http_get_once(struct server *s, const char *rel, struct sink *sink, char *err, size_t errlen) {
+    char why[600];
     if (resolve_server(s, err, errlen) < 0) return -1;
+    if (!the_rd && !(the_rd = malloc(sizeof *the_rd))) {
+        snprintf(err, errlen, "out of memory");
+        return -1;
+    }
+    int64_t deadline = now_ms() + (int64_t)opt.deadline * 1000;
     int reused = s->fd >= 0;
     for (int attempt = 0; attempt < 2; attempt++) {
+        if (sink_reset(sink) < 0) {
+            snprintf(err, errlen, "%s", sink->err);
+            return -1;
+        }
         if (s->fd < 0) {
-            s->fd = tcp_connect(s, err, errlen);
+            s->fd = tcp_connect(s, deadline, err, errlen);
             if (s->fd < 0) return -1;
             reused = 0;
         }
-        char req[4096];
+        char req[2048];
         int n = snprintf(req, sizeof req,
                          "GET %s/%s HTTP/1.1\r\nHost: %s:%s\r\nUser-Agent: " PROG "/1\r\n"
                          "Accept-Encoding: identity\r\nConnection: keep-alive\r\n\r\n",
                          s->path, rel, s->host, s->port);
-        if (n >= (int)sizeof req) {
-            snprintf(err, errlen, "URL too long");
+        if (n < 0 || n >= (int)sizeof req) {
+            snprintf(err, errlen, "GET %s/%s: URL too long", s->url, rel);
             return -1;
         }
-        struct rd *r = xmalloc(sizeof *r);
+        struct rd *r = the_rd;
         r->fd = s->fd;
+        r->mem = NULL;
+        r->deadline = deadline;
         r->pos = r->len = 0;
-        r->eof = 0;
-        char line[8192];
-        int status = -1, lr;
-        if (send(s->fd, req, (size_t)n, MSG_NOSIGNAL) != n || (lr = rd_line(r, line, sizeof line)) <= 0) {
-            snprintf(err, errlen, "GET %s%s/%s: %s", s->url, "", rel,
-                     errno == EAGAIN ? "timed out" : "connection closed");
-            free(r);
-            close(s->fd);
-            s->fd = -1;
-            if (reused) continue; /* stale keep-alive connection: once more on a fresh one */
-            return -1;
-        }
-        int minor = 0;
-        if (sscanf(line, "HTTP/1.%d %d", &minor, &status) != 2) {
-            snprintf(err, errlen, "GET %s/%s: malformed status line", s->url, rel);
-            goto fail;
-        }
-        long long clen = -1;
-        int chunked = 0, keep = minor >= 1;
-        for (;;) {
-            if (rd_line(r, line, sizeof line) <= 0) {
-                snprintf(err, errlen, "GET %s/%s: truncated headers", s->url, rel);
-                goto fail;
-            }
-            if (!line[0]) break;
-            if (!strncasecmp(line, "Content-Length:", 15)) clen = atoll(line + 15);
-            else if (!strncasecmp(line, "Transfer-Encoding:", 18) && strcasestr(line, "chunked")) chunked = 1;
-            else if (!strncasecmp(line, "Connection:", 11)) {
-                if (strcasestr(line, "close")) keep = 0;
-                else if (strcasestr(line, "keep-alive")) keep = 1;
-            } else if (!strncasecmp(line, "Content-Encoding:", 17) && !strcasestr(line, "identity")) {
-                snprintf(err, errlen, "GET %s/%s: server applied a content encoding", s->url, rel);
-                goto fail;
-            }
-        }
-        out->len = 0;
-        if (chunked) {
-            for (;;) {
-                if (rd_line(r, line, sizeof line) <= 0) goto trunc;
-                size_t cl = strtoul(line, NULL, 16);
-                if (cl == 0) {
-                    while (rd_line(r, line, sizeof line) > 0 && line[0]) {}
-                    break;
-                }
-                if (rd_bytes(r, out, cl) < 0 || rd_line(r, line, sizeof line) <= 0) goto trunc;
-            }
-        } else if (clen >= 0) {
-            if (rd_bytes(r, out, (size_t)clen) < 0) goto trunc;
+        r->eof = r->timed_out = 0;
+        int keep = 0, status;
+        if (send_all(s->fd, req, (size_t)n, deadline) < 0) {
+            status = -1;
+            snprintf(why, sizeof why, "cannot send the request");
         } else {
-            keep = 0;
-            for (;;) {
-                int f = rd_fill(r);
-                if (f < 0) goto trunc;
-                if (f == 0) break;
-                buf_add(out, r->buf + r->pos, r->len - r->pos);
-                r->pos = r->len;
-            }
+            status = http_read_response(r, sink, &keep, why, sizeof why);
         }
-        if (!keep) {
-            close(s->fd);
-            s->fd = -1;
+        if (status < 0 && reused && r->len == 0 && !r->timed_out) {
+            server_close(s); /* stale keep-alive connection: once more on a fresh one */
+            continue;
         }
-        free(r);
-        if (status != 200) snprintf(err, errlen, "GET %s/%s: HTTP %d", s->url, rel, status);
+        if (status < 0 && r->timed_out && now_ms() >= deadline)
+            snprintf(why + strlen(why), sizeof why - strlen(why), " (deadline of %d s)", opt.deadline);
+        if (!keep) server_close(s);
+        if (status != 200) snprintf(err, errlen, "GET %s/%s: %s", s->url, rel, why);
         return status;
-    trunc:
-        snprintf(err, errlen, "GET %s/%s: transfer interrupted", s->url, rel);
-    fail:
-        free(r);
-        close(s->fd);
-        s->fd = -1;
-        return -1;
     }
     return -1;
 }
 
-/* GET REL from the servers in turn, with retries and back-off. 0 ok, -ENOENT (404 everywhere), -EIO. */
-static int http_get(const char *rel, struct buf *out, char *err, size_t errlen) {
+/* GET REL from the servers in turn, with retries and back-off; a server that sends a wrong, oversized
+ * or truncated body is a failed attempt like a dead one. 0 ok, -ENOENT (404 everywhere), -EIO. */
+static int http_get(const char *rel, struct sink *sink, char *err, size_t errlen) {
     int all404 = 1;
     for (int attempt = 0; attempt <= opt.retries; attempt++) {
         if (attempt) {
             unsigned delay = 1u << (attempt - 1);
-            DEBUG("retrying %s in %u s: %s", rel, delay, err);
+            DEBUG("retrying %s in %u s: %s", rel, delay > 8 ? 8 : delay, err);
             sleep(delay > 8 ? 8 : delay);
         }
         for (int k = 0; k < opt.nservers; k++) {
             int i = (preferred_server + k) % opt.nservers;
-            int st = http_get_once(&servers[i], rel, out, err, errlen);
+            int st = http_get_once(&servers[i], rel, sink, err, errlen);
             if (st == 200) {
                 preferred_server = i;
                 stat_objects++;
-                DEBUG("fetched %s from %s (%zu bytes)", rel, servers[i].url, out->len);
+                DEBUG("fetched %s from %s (%llu bytes)", rel, servers[i].url, (unsigned long long)sink->in_len);
                 return 0;
             }
             if (st != 404) all404 = 0;
+            if (opt.nservers > 1) DEBUG("%s", err);
         }
         if (all404) break; /* the object is not there: retrying does not help */
     }
@@ -498,8 +911,11 @@ static struct centry *cache_add(const char *name, uint64_t size, int at_back) {
         lru_unlink(e);
         cache_total -= e->size;
     } else {
-        e = xmalloc(sizeof *e);
-        memset(e, 0, sizeof *e);
+        e = calloc(1, sizeof *e);
+        if (!e) {
+            logmsg("out of memory: object %s is not accounted for in the cache", name);
+            return NULL;
+        }
         snprintf(e->name, sizeof e->name, "%s", name);
         unsigned h = chash(name);
         e->hnext = cbucket[h];
@@ -533,7 +949,7 @@ static void cache_init(void) {
         if (!dir) continue;
         struct dirent *de;
         while ((de = readdir(dir))) {
-            char p[96];
+            char p[300];
             struct stat st;
             snprintf(p, sizeof p, "%s/%s", d, de->d_name);
             if (!strncmp(de->d_name, ".tmp", 4)) { /* leftover of an interrupted download */
@@ -558,9 +974,27 @@ static void cache_init(void) {
           (unsigned long long)cache_limit);
 }
 
+/* What may arrive for one object: at most IN received bytes, at most OUT bytes once inflated; with
+ * EXACT the inflated size must be OUT (data objects: the catalog records their size). */
+struct limits {
+    uint64_t in, out;
+    int exact;
+};
+static struct limits data_limits(uint64_t size, int raw) {
+    struct limits l = {raw ? size : zlib_bound(size), size, 1};
+    return l;
+}
+static struct limits meta_limits(uint64_t max) {
+    struct limits l = {zlib_bound(max), max, 0};
+    return l;
+}
+
 /* Make object HEX+SUFFIX present in the cache, decompressed (unless RAW). Writes its relative path
- * to PATH. 0 ok, -EIO on any failure (message logged: corruption is worth a line on the console). */
-static int fetch_object(const char *hex, char suffix, int raw, char *path, size_t pathlen, int pin) {
+ * to PATH. The body is hashed and inflated as it arrives into a temporary file beside the final one,
+ * renamed once complete and verified. 0 ok, -EIO on any failure (one line logged: corruption is
+ * worth a line on the console). */
+static int fetch_object(const char *hex, char suffix, int raw, struct limits lim, char *path, size_t pathlen,
+                        int pin) {
     char name[64];
     snprintf(name, sizeof name, "%.60s", hex);
     if (suffix) {
@@ -576,21 +1010,6 @@ static int fetch_object(const char *hex, char suffix, int raw, char *path, size_
         if (pin) e->pinned = 1;
         return 0;
     }
-    char err[512] = "";
-    struct buf b = {0};
-    int rc = http_get(path, &b, err, sizeof err);
-    if (rc < 0) {
-        logmsg("cannot fetch object %s: %s", path, err);
-        buf_free(&b);
-        return -EIO;
-    }
-    char got[41];
-    sha1_hex(b.data, b.len, got);
-    if (strcmp(got, hex) != 0) {
-        logmsg("object %s is corrupted: its SHA-1 is %s, expected %s; refused", path, got, hex);
-        buf_free(&b);
-        return -EIO;
-    }
     /* The temporary file lives in the object's own directory: a rename within one directory takes
      * only that directory's lock. A cross-directory rename would take the file system's rename
      * mutex, which overlayfs (6.1) holds while it copies a file up from this very mount when the
@@ -600,50 +1019,34 @@ static int fetch_object(const char *hex, char suffix, int raw, char *path, size_
     int fd = mkstemp(tmp);
     if (fd < 0) {
         logmsg("cache %s: cannot create a file: %s", opt.cache_dir, strerror(errno));
-        buf_free(&b);
         return -EIO;
     }
-    uint64_t size = 0;
-    int ok = 1;
-    if (raw) {
-        ok = write(fd, b.data, b.len) == (ssize_t)b.len;
-        size = b.len;
-    } else {
-        z_stream z = {0};
-        unsigned char outb[65536];
-        if (inflateInit(&z) != Z_OK) ok = 0;
-        z.next_in = b.data;
-        z.avail_in = (uInt)b.len;
-        int zr = Z_OK;
-        while (ok && zr != Z_STREAM_END) {
-            z.next_out = outb;
-            z.avail_out = sizeof outb;
-            zr = inflate(&z, Z_NO_FLUSH);
-            if (zr != Z_OK && zr != Z_STREAM_END) {
-                logmsg("object %s is not a valid zlib stream; refused", path);
-                ok = 0;
-                break;
-            }
-            size_t have = sizeof outb - z.avail_out;
-            if (have && write(fd, outb, have) != (ssize_t)have) {
-                logmsg("cache %s: write failed: %s", opt.cache_dir, strerror(errno));
-                ok = 0;
-            }
-            size += have;
-            if (zr != Z_STREAM_END && z.avail_in == 0 && have == 0) {
-                logmsg("object %s is a truncated zlib stream; refused", path);
-                ok = 0;
-            }
-        }
-        inflateEnd(&z);
+    struct sink sk;
+    sink_init(&sk, path, fd, raw, hex, lim.in, lim.out);
+    char err[1024] = "";
+    int rc = http_get(path, &sk, err, sizeof err);
+    uint64_t size = sk.out_len;
+    sink_free(&sk);
+    if (rc == 0 && lim.exact && size != lim.out) {
+        snprintf(err, sizeof err, "object %s has %llu bytes, the catalog says %llu", path, (unsigned long long)size,
+                 (unsigned long long)lim.out);
+        rc = -EIO;
     }
-    buf_free(&b);
-    close(fd);
-    if (!ok || rename(tmp, path) < 0) {
+    if (close(fd) < 0 && rc == 0) {
+        snprintf(err, sizeof err, "cache %s: write failed: %s", opt.cache_dir, strerror(errno));
+        rc = -EIO;
+    }
+    if (rc == 0 && rename(tmp, path) < 0) {
+        snprintf(err, sizeof err, "cache %s: cannot rename: %s", opt.cache_dir, strerror(errno));
+        rc = -EIO;
+    }
+    if (rc < 0) {
         unlink(tmp);
+        logmsg("cannot fetch object %s: %s", path, err);
         return -EIO;
     }
     e = cache_add(name, size, 0);
+    if (!e) return 0; /* present, only not accounted for */
     e->pinned = 1; /* the caller opens it next: never evict what was just fetched */
     cache_evict();
     e->pinned = pin;
@@ -655,6 +1058,7 @@ struct nested_ref {
     char *path;
     size_t len;
     char hash[48];
+    uint64_t size; /* uncompressed, as the parent records it (0: not recorded) */
     struct catalog *cat;
 };
 struct catalog {
@@ -680,15 +1084,21 @@ static struct {
 static const char *COLS_FMT =
     "SELECT rowid, %s, hash, size, mode, mtime, %s, flags, name, symlink, uid, gid, %s FROM catalog ";
 
-static struct catalog *open_catalog(const char *hex, const char *expect_prefix) {
+/* Fetch (at most MAX_SIZE bytes once inflated; 0: MAX_CATALOG_BYTES) and open catalog HEX. NULL
+ * after one logged line on any failure. */
+static struct catalog *open_catalog(const char *hex, const char *expect_prefix, uint64_t max_size) {
     if (!is_hex40(hex)) {
         logmsg("catalog hash %s is not a SHA-1 (other algorithms are not supported)", hex);
         return NULL;
     }
     char path[128];
-    if (fetch_object(hex, 'C', 0, path, sizeof path, 1) < 0) return NULL;
-    struct catalog *c = xmalloc(sizeof *c);
-    memset(c, 0, sizeof *c);
+    if (!max_size || max_size > MAX_CATALOG_BYTES) max_size = MAX_CATALOG_BYTES;
+    if (fetch_object(hex, 'C', 0, meta_limits(max_size), path, sizeof path, 1) < 0) return NULL;
+    struct catalog *c = calloc(1, sizeof *c);
+    if (!c) {
+        logmsg("catalog %s: out of memory", hex);
+        return NULL;
+    }
     snprintf(c->hash, sizeof c->hash, "%s", hex);
     char uri[200];
     snprintf(uri, sizeof uri, "file:%s?immutable=1", path);
@@ -698,7 +1108,8 @@ static struct catalog *open_catalog(const char *hex, const char *expect_prefix) 
     }
     /* properties: schema and root prefix */
     sqlite3_stmt *st;
-    c->prefix = xstrdup("");
+    c->prefix = strdup("");
+    if (!c->prefix) goto nomem;
     int have_schema = 0;
     if (sqlite3_prepare_v2(c->db, "SELECT key, value FROM properties", -1, &st, NULL) != SQLITE_OK) {
         logmsg("catalog %s is not a valid catalog database: %s", hex, sqlite3_errmsg(c->db));
@@ -710,7 +1121,10 @@ static struct catalog *open_catalog(const char *hex, const char *expect_prefix) 
         if (!strcmp(k, "schema")) have_schema = 1;
         if (!strcmp(k, "root_prefix") && strcmp(v, "/") != 0) {
             free(c->prefix);
-            c->prefix = xstrdup(v);
+            if (!(c->prefix = strdup(v))) {
+                sqlite3_finalize(st);
+                goto nomem;
+            }
         }
     }
     sqlite3_finalize(st);
@@ -741,52 +1155,84 @@ static struct catalog *open_catalog(const char *hex, const char *expect_prefix) 
     if (sqlite3_prepare_v2(c->db, sql, -1, &c->st_list, NULL) != SQLITE_OK) goto sqlfail;
     if (sqlite3_prepare_v2(c->db, "SELECT offset, size, hash FROM chunks WHERE md5path_1=? AND md5path_2=? "
                                   "ORDER BY offset", -1, &c->st_chunks, NULL) != SQLITE_OK) goto sqlfail;
-    if (sqlite3_prepare_v2(c->db, "SELECT path, sha1 FROM nested_catalogs ORDER BY path", -1, &st, NULL) != SQLITE_OK)
+    if (sqlite3_prepare_v2(c->db, "SELECT path, sha1, size FROM nested_catalogs ORDER BY path", -1, &st, NULL) !=
+            SQLITE_OK &&
+        sqlite3_prepare_v2(c->db, "SELECT path, sha1, 0 FROM nested_catalogs ORDER BY path", -1, &st, NULL) != SQLITE_OK)
         goto sqlfail;
+    int cap = 0;
     while (sqlite3_step(st) == SQLITE_ROW) {
         const char *p = (const char *)sqlite3_column_text(st, 0), *h = (const char *)sqlite3_column_text(st, 1);
         if (!p || !h) continue;
-        c->nested = xrealloc(c->nested, (size_t)(c->nnested + 1) * sizeof *c->nested);
-        struct nested_ref *n = &c->nested[c->nnested++];
-        n->path = xstrdup(p);
+        if (c->nnested == cap) {
+            struct nested_ref *nn = cap < (1 << 24) ? realloc(c->nested, (size_t)(cap = cap ? cap * 2 : 8) * sizeof *nn)
+                                                   : NULL;
+            if (!nn) {
+                sqlite3_finalize(st);
+                goto nomem;
+            }
+            c->nested = nn;
+        }
+        struct nested_ref *n = &c->nested[c->nnested];
+        if (!(n->path = strdup(p))) {
+            sqlite3_finalize(st);
+            goto nomem;
+        }
+        c->nnested++;
         n->len = strlen(p);
         snprintf(n->hash, sizeof n->hash, "%s", h);
+        sqlite3_int64 sz = sqlite3_column_int64(st, 2);
+        n->size = sz > 0 ? (uint64_t)sz : 0;
         n->cat = NULL;
     }
     sqlite3_finalize(st);
+    struct catalog **cs = realloc(catalogs, (size_t)(ncatalogs + 1) * sizeof *catalogs);
+    if (!cs) goto nomem;
+    catalogs = cs;
     c->id = ncatalogs;
-    catalogs = xrealloc(catalogs, (size_t)(ncatalogs + 1) * sizeof *catalogs);
     catalogs[ncatalogs++] = c;
     DEBUG("opened catalog %s for '%s' (%d nested)", hex, c->prefix, c->nnested);
     return c;
+nomem:
+    logmsg("catalog %s: out of memory", hex);
+    goto fail;
 sqlfail:
     logmsg("catalog %s is not a valid catalog database: %s", hex, sqlite3_errmsg(c->db));
 fail:
+    sqlite3_finalize(c->st_lookup);
+    sqlite3_finalize(c->st_list);
+    sqlite3_finalize(c->st_chunks);
     if (c->db) sqlite3_close(c->db);
+    for (int i = 0; i < c->nnested; i++) free(c->nested[i].path);
+    free(c->nested);
     free(c->prefix);
     free(c);
+    return NULL;
+}
+
+/* The nested catalog (among N, sorted by path) whose mount point is PATH or a parent of it: the
+ * first match; paths are compared component-wise ("/a" holds "/a/b", not "/ab"). */
+static struct nested_ref *nested_find(struct nested_ref *refs, int n, const char *path) {
+    for (int i = 0; i < n; i++) {
+        struct nested_ref *r = &refs[i];
+        if (r->len && !strncmp(path, r->path, r->len) && (path[r->len] == 0 || path[r->len] == '/')) return r;
+    }
     return NULL;
 }
 
 /* The catalog holding PATH ("" = root), descending (and fetching) nested catalogs on the way. */
 static struct catalog *catalog_for(const char *path) {
     struct catalog *c = root_catalog;
-    for (;;) {
-        struct nested_ref *hit = NULL;
-        for (int i = 0; i < c->nnested; i++) {
-            struct nested_ref *n = &c->nested[i];
-            if (!strncmp(path, n->path, n->len) && (path[n->len] == 0 || path[n->len] == '/')) {
-                hit = n;
-                break;
-            }
-        }
+    for (int depth = 0; depth < 256; depth++) {
+        struct nested_ref *hit = nested_find(c->nested, c->nnested, path);
         if (!hit) return c;
         if (!hit->cat) {
-            hit->cat = open_catalog(hit->hash, hit->path);
+            hit->cat = open_catalog(hit->hash, hit->path, hit->size);
             if (!hit->cat) return NULL;
         }
         c = hit->cat;
     }
+    logmsg("%s: nested catalogs deeper than 256 levels; refused", path);
+    return NULL;
 }
 
 struct entry {
@@ -823,6 +1269,51 @@ static uint64_t make_ino(const struct catalog *c, int64_t rowid, unsigned group)
 /* FUSE path ("/" or "/a/b") -> repository path ("" or "/a/b") */
 static const char *repo_path(const char *p) { return strcmp(p, "/") == 0 ? "" : p; }
 
+/* The columns of one catalog row, as SQLite hands them out. */
+struct row {
+    int64_t rowid;
+    uint64_t hardlinks;
+    const unsigned char *hash;
+    int hashlen;
+    int64_t size, mode, mtime, mtimens, flags, uid, gid;
+    const char *symlink;
+    const unsigned char *xattr;
+    int xattrlen;
+};
+
+/* Row -> entry (copies what it keeps). 0, or -EIO (external files, out of memory). */
+static int entry_from_row(struct entry *e, const struct catalog *c, const struct row *r) {
+    if (r->size < 0) return -EIO; /* no file is larger than off_t allows (a broken catalog) */
+    e->size = (uint64_t)r->size;
+    e->mode = (mode_t)r->mode;
+    e->mtime = r->mtime;
+    e->mtimens = r->mtimens >= 0 && r->mtimens < 1000000000 ? (long)r->mtimens : 0;
+    e->flags = (unsigned)r->flags;
+    e->uid = (uid_t)r->uid;
+    e->gid = (gid_t)r->gid;
+    e->linkcount = (unsigned)(r->hardlinks & 0xffffffffu);
+    unsigned group = (unsigned)(r->hardlinks >> 32);
+    if (!e->linkcount) e->linkcount = 1;
+    e->cat = (struct catalog *)c;
+    e->ino = make_ino(c, r->rowid, group);
+    if (r->hash && r->hashlen == 20) {
+        for (int i = 0; i < 20; i++) sprintf(e->hash + 2 * i, "%02x", r->hash[i]);
+        e->has_hash = 1;
+    }
+    if (e->flags & F_EXTERNAL) return -EIO;
+    if (r->symlink && *r->symlink && !(e->symlink = strdup(r->symlink))) goto nomem;
+    if (r->xattr && r->xattrlen > 0) {
+        if (!(e->xattr = malloc((size_t)r->xattrlen))) goto nomem;
+        memcpy(e->xattr, r->xattr, (size_t)r->xattrlen);
+        e->xattr_len = r->xattrlen;
+    }
+    return 0;
+nomem:
+    logmsg("out of memory");
+    entry_free(e);
+    return -EIO;
+}
+
 /* 0, -ENOENT or -EIO */
 static int lookup(const char *fpath, struct entry *e) {
     const char *path = repo_path(fpath);
@@ -839,41 +1330,99 @@ static int lookup(const char *fpath, struct entry *e) {
         sqlite3_reset(st);
         return rc == SQLITE_DONE ? -ENOENT : -EIO;
     }
-    int64_t rowid = sqlite3_column_int64(st, 0);
-    uint64_t hl = (uint64_t)sqlite3_column_int64(st, 1);
-    const void *h = sqlite3_column_blob(st, 2);
-    int hlen = sqlite3_column_bytes(st, 2);
-    e->size = (uint64_t)sqlite3_column_int64(st, 3);
-    e->mode = (mode_t)sqlite3_column_int64(st, 4);
-    e->mtime = sqlite3_column_int64(st, 5);
-    e->mtimens = (long)sqlite3_column_int64(st, 6);
-    e->flags = (unsigned)sqlite3_column_int64(st, 7);
-    const char *sl = (const char *)sqlite3_column_text(st, 9);
-    e->uid = (uid_t)sqlite3_column_int64(st, 10);
-    e->gid = (gid_t)sqlite3_column_int64(st, 11);
-    const void *x = sqlite3_column_blob(st, 12);
-    int xlen = sqlite3_column_bytes(st, 12);
-    e->linkcount = (unsigned)(hl & 0xffffffffu);
-    unsigned group = (unsigned)(hl >> 32);
-    if (!e->linkcount) e->linkcount = 1;
-    e->cat = c;
-    e->ino = make_ino(c, rowid, group);
-    if (h && hlen == 20) {
-        for (int i = 0; i < 20; i++) sprintf(e->hash + 2 * i, "%02x", ((const unsigned char *)h)[i]);
-        e->has_hash = 1;
-    }
-    if (sl && *sl) e->symlink = xstrdup(sl);
-    if (x && xlen > 0) {
-        e->xattr = xmalloc((size_t)xlen);
-        memcpy(e->xattr, x, (size_t)xlen);
-        e->xattr_len = xlen;
-    }
+    struct row r = {
+        .rowid = sqlite3_column_int64(st, 0),
+        .hardlinks = (uint64_t)sqlite3_column_int64(st, 1),
+        .hash = sqlite3_column_blob(st, 2),
+        .hashlen = sqlite3_column_bytes(st, 2),
+        .size = sqlite3_column_int64(st, 3),
+        .mode = sqlite3_column_int64(st, 4),
+        .mtime = sqlite3_column_int64(st, 5),
+        .mtimens = sqlite3_column_int64(st, 6),
+        .flags = sqlite3_column_int64(st, 7),
+        .symlink = (const char *)sqlite3_column_text(st, 9),
+        .uid = sqlite3_column_int64(st, 10),
+        .gid = sqlite3_column_int64(st, 11),
+        .xattr = sqlite3_column_blob(st, 12),
+        .xattrlen = sqlite3_column_bytes(st, 12),
+    };
+    int64_t a = e->md5a, b = e->md5b;
+    rc = entry_from_row(e, c, &r);
+    e->md5a = a;
+    e->md5b = b;
     sqlite3_reset(st);
-    if (e->flags & F_EXTERNAL) {
-        entry_free(e);
-        return -EIO;
+    return rc;
+}
+
+/* Extended attributes as the catalog stores them: u8 version 1, u8 count, then per attribute u8 key
+ * length, u8 value length, key, value. Anything that does not fit the blob ends the list. */
+struct xattr_it {
+    const unsigned char *x;
+    int len, pos, left;
+};
+static void xattr_begin(struct xattr_it *it, const unsigned char *x, int len) {
+    it->x = x;
+    it->len = len;
+    it->pos = 2;
+    it->left = x && len >= 2 && x[0] == 1 ? x[1] : 0;
+}
+static int xattr_next(struct xattr_it *it, const unsigned char **key, int *kl, const unsigned char **val, int *vl) {
+    if (it->left <= 0 || it->pos + 2 > it->len) return 0;
+    int k = it->x[it->pos], v = it->x[it->pos + 1];
+    if (it->pos + 2 + k + v > it->len || k == 0) return 0;
+    *key = it->x + it->pos + 2;
+    *kl = k;
+    *val = *key + k;
+    *vl = v;
+    it->pos += 2 + k + v;
+    it->left--;
+    return 1;
+}
+
+/* getxattr semantics: the value's length (copied when SIZE > 0), -ENODATA, -ERANGE. */
+static int xattr_get(const unsigned char *x, int len, const char *name, char *value, size_t size) {
+    struct xattr_it it;
+    const unsigned char *k, *v;
+    int kl, vl;
+    size_t nl = strlen(name);
+    xattr_begin(&it, x, len);
+    while (xattr_next(&it, &k, &kl, &v, &vl)) {
+        if ((size_t)kl != nl || memcmp(k, name, nl)) continue;
+        if (size == 0) return vl;
+        if ((size_t)vl > size) return -ERANGE;
+        memcpy(value, v, (size_t)vl);
+        return vl;
     }
-    return 0;
+    return -ENODATA;
+}
+
+/* listxattr semantics: NUL-terminated names (copied when SIZE > 0); total length, or -ERANGE. Keys
+ * with a NUL inside are skipped (they cannot be listed). */
+static int xattr_list(const unsigned char *x, int len, char *list, size_t size) {
+    struct xattr_it it;
+    const unsigned char *k, *v;
+    int kl, vl;
+    size_t total = 0;
+    xattr_begin(&it, x, len);
+    while (xattr_next(&it, &k, &kl, &v, &vl)) {
+        if (memchr(k, 0, (size_t)kl)) continue;
+        if (size) {
+            if (total + (size_t)kl + 1 > size) return -ERANGE;
+            memcpy(list + total, k, (size_t)kl);
+            list[total + (size_t)kl] = 0;
+        }
+        total += (size_t)kl + 1;
+    }
+    return (int)total;
+}
+
+/* readlink semantics for FUSE: the target, truncated to SIZE - 1 bytes and NUL-terminated. */
+static void symlink_copy(char *out, size_t size, const char *target) {
+    if (!size) return;
+    size_t n = target ? strlen(target) : 0;
+    if (n > size - 1) n = size - 1;
+    if (n) memcpy(out, target, n);
+    out[n] = 0;
 }
 
 static void fill_stat(const struct entry *e, struct stat *st) {
@@ -888,7 +1437,7 @@ static void fill_stat(const struct entry *e, struct stat *st) {
     st->st_size = (e->flags & F_SPECIAL) ? 0 : (off_t)e->size;
     if (S_ISLNK(e->mode)) st->st_size = e->symlink ? (off_t)strlen(e->symlink) : 0;
     st->st_blksize = 4096;
-    st->st_blocks = (st->st_size + 511) / 512;
+    st->st_blocks = (blkcnt_t)(((uint64_t)st->st_size + 511) / 512); /* st_size >= 0: entry_from_row */
     st->st_mtim.tv_sec = st->st_ctim.tv_sec = st->st_atim.tv_sec = e->mtime;
     st->st_mtim.tv_nsec = st->st_ctim.tv_nsec = st->st_atim.tv_nsec = e->mtimens;
 }
@@ -921,7 +1470,7 @@ static int op_readlink(const char *path, char *out, size_t size) {
         entry_free(&e);
         return -EINVAL;
     }
-    snprintf(out, size, "%s", e.symlink ? e.symlink : "");
+    symlink_copy(out, size, e.symlink);
     entry_free(&e);
     return 0;
 }
@@ -964,9 +1513,35 @@ static int op_readdir(const char *fpath, void *buf, fuse_fill_dir_t filler, off_
 
 struct piece {
     uint64_t offset, size;
-    char hash[41];
+    char hash[41]; /* "" when the catalog's hash is missing or not a SHA-1 */
     int fd;
 };
+
+/* Decode one chunks row into P. */
+static void piece_set(struct piece *p, int64_t offset, int64_t size, const unsigned char *hb, int hlen) {
+    p->offset = (uint64_t)offset;
+    p->size = (uint64_t)size;
+    p->fd = -1;
+    p->hash[0] = 0;
+    if (hb && hlen == 20)
+        for (int i = 0; i < 20; i++) sprintf(p->hash + 2 * i, "%02x", hb[i]);
+}
+
+/* 0 when the N pieces (in offset order) each have a hash and cover [0, SIZE) exactly, contiguously,
+ * without overflow; else -1 and *COVERED says how far they got. */
+static int chunks_check(const struct piece *p, int n, uint64_t size, uint64_t *covered) {
+    uint64_t expect = 0;
+    int ok = 1;
+    for (int i = 0; i < n; i++) {
+        if (!p[i].hash[0] || p[i].offset != expect || p[i].size > UINT64_MAX - expect) {
+            ok = 0;
+            break;
+        }
+        expect += p[i].size;
+    }
+    *covered = expect;
+    return ok && expect == size ? 0 : -1;
+}
 struct fh {
     int npieces;
     int raw; /* stored uncompressed */
@@ -988,26 +1563,28 @@ static int op_open(const char *fpath, struct fuse_file_info *fi) {
     if (e.flags & F_CHUNK) {
         const char *path = repo_path(fpath);
         int n = 0, cap = 16;
-        h = xmalloc(sizeof *h + (size_t)cap * sizeof(struct piece));
+        h = malloc(sizeof *h + (size_t)cap * sizeof(struct piece));
+        if (!h) goto nomem;
         sqlite3_stmt *st = e.cat->st_chunks;
         sqlite3_reset(st);
         sqlite3_bind_int64(st, 1, e.md5a);
         sqlite3_bind_int64(st, 2, e.md5b);
         uint64_t expect = 0;
-        int bad = 0;
         while (sqlite3_step(st) == SQLITE_ROW) {
-            if (n == cap) h = xrealloc(h, sizeof *h + (size_t)(cap *= 2) * sizeof(struct piece));
-            struct piece *p = &h->pieces[n++];
-            p->offset = (uint64_t)sqlite3_column_int64(st, 0);
-            p->size = (uint64_t)sqlite3_column_int64(st, 1);
-            const unsigned char *hb = sqlite3_column_blob(st, 2);
-            p->fd = -1;
-            if (!hb || sqlite3_column_bytes(st, 2) != 20 || p->offset != expect) bad = 1;
-            else for (int i = 0; i < 20; i++) sprintf(p->hash + 2 * i, "%02x", hb[i]);
-            expect += p->size;
+            if (n == cap) {
+                struct fh *h2 = cap < (1 << 24) ? realloc(h, sizeof *h + (size_t)(cap *= 2) * sizeof(struct piece)) : NULL;
+                if (!h2) {
+                    sqlite3_reset(st);
+                    free(h);
+                    goto nomem;
+                }
+                h = h2;
+            }
+            piece_set(&h->pieces[n++], sqlite3_column_int64(st, 0), sqlite3_column_int64(st, 1),
+                      sqlite3_column_blob(st, 2), sqlite3_column_bytes(st, 2));
         }
         sqlite3_reset(st);
-        if (bad || expect != e.size) {
+        if (chunks_check(h->pieces, n, e.size, &expect) < 0) {
             logmsg("%s: chunk list is inconsistent (covers %llu of %llu bytes)", path, (unsigned long long)expect,
                    (unsigned long long)e.size);
             free(h);
@@ -1021,7 +1598,8 @@ static int op_open(const char *fpath, struct fuse_file_info *fi) {
             entry_free(&e);
             return -EIO;
         }
-        h = xmalloc(sizeof *h + sizeof(struct piece));
+        h = malloc(sizeof *h + sizeof(struct piece));
+        if (!h) goto nomem;
         h->npieces = 1;
         h->suffix = 0;
         h->pieces[0].offset = 0;
@@ -1034,20 +1612,34 @@ static int op_open(const char *fpath, struct fuse_file_info *fi) {
     fi->fh = (uint64_t)(uintptr_t)h;
     fi->keep_cache = 1;
     return 0;
+nomem:
+    logmsg("%s: out of memory", fpath);
+    entry_free(&e);
+    return -EIO;
 }
 
 static int piece_fd(struct fh *h, struct piece *p) {
     if (p->fd >= 0) return p->fd;
+    if (p->fd == -2) return -EIO; /* failed before on this handle (the kernel's read-ahead asks again):
+                                     one failure, one log line; the next open() tries anew */
     char path[128];
-    if (fetch_object(p->hash, h->suffix, h->raw, path, sizeof path, 0) < 0) return -EIO;
+    if (fetch_object(p->hash, h->suffix, h->raw, data_limits(p->size, h->raw), path, sizeof path, 0) < 0) {
+        p->fd = -2;
+        return -EIO;
+    }
     int fd = open(path, O_RDONLY | O_CLOEXEC);
-    if (fd < 0) return -EIO;
+    if (fd < 0) {
+        logmsg("cache %s: cannot open %s: %s", opt.cache_dir, path, strerror(errno));
+        p->fd = -2;
+        return -EIO;
+    }
     struct stat st;
     if (fstat(fd, &st) < 0 || (uint64_t)st.st_size != p->size) {
         logmsg("object %s has %lld bytes, the catalog says %llu; refused", path, (long long)st.st_size,
                (unsigned long long)p->size);
         close(fd);
         unlink(path);
+        p->fd = -2;
         return -EIO;
     }
     p->fd = fd;
@@ -1061,11 +1653,11 @@ static int op_read(const char *path, char *buf, size_t size, off_t off, struct f
     for (int i = 0; i < h->npieces && done < size; i++) {
         struct piece *p = &h->pieces[i];
         uint64_t pos = (uint64_t)off + done;
-        if (pos >= p->offset + p->size || pos < p->offset) continue;
+        if (pos < p->offset || pos - p->offset >= p->size) continue;
         int fd = piece_fd(h, p);
         if (fd < 0) return fd;
         size_t want = size - done;
-        if (want > p->offset + p->size - pos) want = (size_t)(p->offset + p->size - pos);
+        if (want > p->size - (pos - p->offset)) want = (size_t)(p->size - (pos - p->offset));
         ssize_t n = pread(fd, buf + done, want, (off_t)(pos - p->offset));
         if (n < 0) return -EIO;
         done += (size_t)n;
@@ -1099,27 +1691,7 @@ static int op_getxattr(const char *path, const char *name, char *value, size_t s
     struct entry e;
     int rc = lookup(path, &e);
     if (rc < 0) return rc;
-    int found = -ENODATA;
-    const unsigned char *x = e.xattr;
-    if (x && e.xattr_len >= 2 && x[0] == 1) {
-        int n = x[1], pos = 2;
-        size_t nl = strlen(name);
-        for (int i = 0; i < n && pos + 2 <= e.xattr_len; i++) {
-            int kl = x[pos], vl = x[pos + 1];
-            pos += 2;
-            if (pos + kl + vl > e.xattr_len) break;
-            if ((size_t)kl == nl && !memcmp(x + pos, name, nl)) {
-                if (size == 0) found = vl;
-                else if ((size_t)vl > size) found = -ERANGE;
-                else {
-                    memcpy(value, x + pos + kl, (size_t)vl);
-                    found = vl;
-                }
-                break;
-            }
-            pos += kl + vl;
-        }
-    }
+    int found = xattr_get(e.xattr, e.xattr_len, name, value, size);
     entry_free(&e);
     if (found == -ENODATA && strcmp(path, "/") == 0) {
         char tmp[256];
@@ -1138,28 +1710,9 @@ static int op_listxattr(const char *path, char *list, size_t size) {
     struct entry e;
     int rc = lookup(path, &e);
     if (rc < 0) return rc;
-    size_t total = 0;
-    const unsigned char *x = e.xattr;
-    if (x && e.xattr_len >= 2 && x[0] == 1) {
-        int n = x[1], pos = 2;
-        for (int i = 0; i < n && pos + 2 <= e.xattr_len; i++) {
-            int kl = x[pos], vl = x[pos + 1];
-            pos += 2;
-            if (pos + kl + vl > e.xattr_len) break;
-            if (size) {
-                if (total + (size_t)kl + 1 > size) {
-                    entry_free(&e);
-                    return -ERANGE;
-                }
-                memcpy(list + total, x + pos, (size_t)kl);
-                list[total + (size_t)kl] = 0;
-            }
-            total += (size_t)kl + 1;
-            pos += kl + vl;
-        }
-    }
+    int total = xattr_list(e.xattr, e.xattr_len, list, size);
     entry_free(&e);
-    return (int)total;
+    return total;
 }
 
 static int op_statfs(const char *path, struct statvfs *st) {
@@ -1186,22 +1739,23 @@ static const struct fuse_operations ops = {
 };
 
 /* ------------------------------------------------------------------------- signatures, manifest */
-/* split "payload--\nhexdigest\nsignature" */
-static int split_letter(struct buf *b, size_t *payload_len, char digest[64], const unsigned char **sig,
-                        size_t *siglen) {
-    const unsigned char *d = b->data;
+/* Split a signed letter "payload--\nhexdigest\nsignature". 0 ok, -1 malformed. */
+static int split_letter(const unsigned char *d, size_t len, size_t *payload_len, char digest[64],
+                        const unsigned char **sig, size_t *siglen) {
     size_t pos;
-    if (b->len >= 3 && !memcmp(d, "--\n", 3)) pos = 0;
+    if (len >= 3 && !memcmp(d, "--\n", 3)) pos = 0;
     else {
-        const unsigned char *m = memmem(d, b->len, "\n--\n", 4);
+        const unsigned char *m = len >= 4 ? memmem(d, len, "\n--\n", 4) : NULL;
         if (!m) return -1;
         pos = (size_t)(m - d) + 1;
     }
     *payload_len = pos;
     const unsigned char *rest = d + pos + 3;
-    size_t restlen = b->len - pos - 3;
+    size_t restlen = len - pos - 3;
     const unsigned char *nl = memchr(rest, '\n', restlen);
-    if (!nl || nl - rest >= 64) return -1;
+    if (!nl || nl == rest || nl - rest >= 64) return -1;
+    for (const unsigned char *c = rest; c < nl; c++)
+        if (!((*c >= '0' && *c <= '9') || (*c >= 'a' && *c <= 'f'))) return -1;
     memcpy(digest, rest, (size_t)(nl - rest));
     digest[nl - rest] = 0;
     *sig = nl + 1;
@@ -1209,20 +1763,193 @@ static int split_letter(struct buf *b, size_t *payload_len, char digest[64], con
     return 0;
 }
 
-static time_t parse_ts(const char *s) {
+static time_t parse_ts(const char *s, size_t len) { /* YYYYMMDDhhmmss, UTC; -1 if malformed */
     struct tm tm = {0};
-    if (strlen(s) < 14) return -1;
-    for (int i = 0; i < 14; i++)
-        if (s[i] < '0' || s[i] > '9') return -1;
-    char t[15];
-    memcpy(t, s, 14);
-    t[14] = 0;
-    if (sscanf(t, "%4d%2d%2d%2d%2d%2d", &tm.tm_year, &tm.tm_mon, &tm.tm_mday, &tm.tm_hour, &tm.tm_min,
-               &tm.tm_sec) != 6)
-        return -1;
-    tm.tm_year -= 1900;
-    tm.tm_mon -= 1;
+    if (len != 14) return -1;
+    int v[6], w[6] = {4, 2, 2, 2, 2, 2}, pos = 0;
+    for (int f = 0; f < 6; f++) {
+        v[f] = 0;
+        for (int i = 0; i < w[f]; i++, pos++) {
+            if (s[pos] < '0' || s[pos] > '9') return -1;
+            v[f] = v[f] * 10 + (s[pos] - '0');
+        }
+    }
+    if (v[1] < 1 || v[1] > 12 || v[2] < 1 || v[2] > 31 || v[3] > 23 || v[4] > 59 || v[5] > 60) return -1;
+    tm.tm_year = v[0] - 1900;
+    tm.tm_mon = v[1] - 1;
+    tm.tm_mday = v[2];
+    tm.tm_hour = v[3];
+    tm.tm_min = v[4];
+    tm.tm_sec = v[5];
     return timegm(&tm);
+}
+
+static int parse_decimal(const char *v, size_t len, long long *out) { /* digits only, no overflow */
+    long long x = 0;
+    if (!len || len > 18) return -1;
+    for (size_t i = 0; i < len; i++) {
+        if (v[i] < '0' || v[i] > '9') return -1;
+        x = x * 10 + (v[i] - '0');
+    }
+    *out = x;
+    return 0;
+}
+
+/* A repository name that is also safe as part of a file name. */
+static int valid_fqrn(const char *n) {
+    size_t l = strlen(n);
+    if (!l || l > 200 || n[0] == '.' || n[0] == '-') return 0;
+    return strspn(n, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789.-_") == l;
+}
+
+struct manifest {
+    char C[48], X[48], H[48], N[256];
+    long long S, B;
+    /* the letter */
+    size_t plen;
+    char digest[64];
+    const unsigned char *sig;
+    size_t siglen;
+};
+
+/* Parse and check .cvmfspublished (everything but the signature, which needs the certificate).
+ * 0 ok, -1 with ERR. */
+static int parse_manifest(const unsigned char *d, size_t len, struct manifest *m, char *err, size_t errlen) {
+    memset(m, 0, sizeof *m);
+    m->S = m->B = -1;
+    if (split_letter(d, len, &m->plen, m->digest, &m->sig, &m->siglen) < 0) {
+        snprintf(err, errlen, ".cvmfspublished has no signature block");
+        return -1;
+    }
+    char got[41];
+    sha1_hex(d, m->plen, got);
+    if (strcmp(got, m->digest) != 0) {
+        snprintf(err, errlen, ".cvmfspublished was modified: its content does not match its signed digest");
+        return -1;
+    }
+    char R[48] = "";
+    for (size_t pos = 0; pos < m->plen;) {
+        const unsigned char *nl = memchr(d + pos, '\n', m->plen - pos);
+        size_t ll = nl ? (size_t)(nl - (d + pos)) : m->plen - pos;
+        const char *line = (const char *)d + pos;
+        pos += ll + 1;
+        if (!ll) continue;
+        const char *v = line + 1;
+        size_t vl = ll - 1;
+        char *dst = NULL;
+        size_t cap = 0;
+        switch (line[0]) {
+        case 'C': dst = m->C, cap = sizeof m->C; break;
+        case 'X': dst = m->X, cap = sizeof m->X; break;
+        case 'H': dst = m->H, cap = sizeof m->H; break;
+        case 'N': dst = m->N, cap = sizeof m->N; break;
+        case 'R': dst = R, cap = sizeof R; break;
+        case 'S':
+        case 'B':
+            if (parse_decimal(v, vl, line[0] == 'S' ? &m->S : &m->B) < 0) {
+                snprintf(err, errlen, ".cvmfspublished has a malformed %c line", line[0]);
+                return -1;
+            }
+            continue;
+        default: continue;
+        }
+        if (vl >= cap || memchr(v, 0, vl)) {
+            snprintf(err, errlen, ".cvmfspublished has a malformed %c line", line[0]);
+            return -1;
+        }
+        memcpy(dst, v, vl);
+        dst[vl] = 0;
+    }
+    if (!m->C[0] || !R[0] || m->S < 0) {
+        snprintf(err, errlen, ".cvmfspublished lacks a required field (C, R, S)");
+        return -1;
+    }
+    if (strcmp(R, "d41d8cd98f00b204e9800998ecf8427e") != 0) {
+        snprintf(err, errlen, ".cvmfspublished has a wrong root path hash");
+        return -1;
+    }
+    if (!m->X[0]) {
+        snprintf(err, errlen, ".cvmfspublished names no certificate (X)");
+        return -1;
+    }
+    if (!is_hex40(m->C) || !is_hex40(m->X) || (m->H[0] && !is_hex40(m->H))) {
+        snprintf(err, errlen, ".cvmfspublished names an object that is not a SHA-1 (other algorithms are not supported)");
+        return -1;
+    }
+    if (!valid_fqrn(m->N)) {
+        snprintf(err, errlen, ".cvmfspublished has no valid repository name (N)");
+        return -1;
+    }
+    return 0;
+}
+
+struct whitelist {
+    char name[256];
+    time_t expires;
+    const unsigned char *fps; /* the fingerprint lines */
+    size_t fpslen;
+    size_t plen;
+    char digest[64];
+    const unsigned char *sig;
+    size_t siglen;
+};
+
+/* Parse and check .cvmfswhitelist's structure and digest (not yet its signature). 0 ok, -1 with ERR. */
+static int parse_whitelist(const unsigned char *d, size_t len, struct whitelist *w, char *err, size_t errlen) {
+    memset(w, 0, sizeof *w);
+    if (split_letter(d, len, &w->plen, w->digest, &w->sig, &w->siglen) < 0) {
+        snprintf(err, errlen, ".cvmfswhitelist has no signature block");
+        return -1;
+    }
+    char got[41];
+    sha1_hex(d, w->plen, got);
+    if (strcmp(got, w->digest) != 0) {
+        snprintf(err, errlen, ".cvmfswhitelist was modified: its content does not match its signed digest");
+        return -1;
+    }
+    const unsigned char *lines[3];
+    size_t lens[3], pos = 0;
+    for (int i = 0; i < 3; i++) {
+        const unsigned char *nl = pos < w->plen ? memchr(d + pos, '\n', w->plen - pos) : NULL;
+        if (!nl) {
+            snprintf(err, errlen, ".cvmfswhitelist is malformed (expected timestamp, E<expiry>, N<name> lines)");
+            return -1;
+        }
+        lines[i] = d + pos;
+        lens[i] = (size_t)(nl - (d + pos));
+        pos += lens[i] + 1;
+    }
+    if (parse_ts((const char *)lines[0], lens[0]) < 0 || lens[1] < 1 || lines[1][0] != 'E' || lens[2] < 2 ||
+        lines[2][0] != 'N' || lens[2] - 1 >= sizeof w->name || memchr(lines[2], 0, lens[2])) {
+        snprintf(err, errlen, ".cvmfswhitelist is malformed (expected timestamp, E<expiry>, N<name> lines)");
+        return -1;
+    }
+    memcpy(w->name, lines[2] + 1, lens[2] - 1);
+    w->name[lens[2] - 1] = 0;
+    w->expires = parse_ts((const char *)lines[1] + 1, lens[1] - 1);
+    if (w->expires < 0) {
+        snprintf(err, errlen, ".cvmfswhitelist has a malformed expiry");
+        return -1;
+    }
+    w->fps = d + pos;
+    w->fpslen = w->plen - pos;
+    return 0;
+}
+
+/* Whether fingerprint FP ("AB:CD:...") is on one of the whitelist's lines (text after a space, tab
+ * or '#' is a comment). */
+static int whitelist_lists(const struct whitelist *w, const char *fp) {
+    size_t fl = strlen(fp);
+    for (size_t pos = 0; pos < w->fpslen;) {
+        const unsigned char *l = w->fps + pos;
+        const unsigned char *nl = memchr(l, '\n', w->fpslen - pos);
+        size_t ll = nl ? (size_t)(nl - l) : w->fpslen - pos;
+        pos += ll + 1;
+        size_t tl = 0;
+        while (tl < ll && l[tl] != ' ' && l[tl] != '\t' && l[tl] != '#') tl++;
+        if (tl == fl && fl && !memcmp(l, fp, fl)) return 1;
+    }
+    return 0;
 }
 
 static EVP_PKEY *master_keys[MAX_KEYS];
@@ -1237,95 +1964,65 @@ static void load_master_keys(void) {
     }
 }
 
-struct manifest {
-    char C[48], X[48], H[48], N[256], R[48];
-    long long S;
-    int haveS;
-};
-
-static void fetch_letter(const char *name, struct buf *b) {
-    char err[512];
-    int rc = http_get(name, b, err, sizeof err);
+/* GET a signed letter (at most MAX bytes) into memory; dies with one line on failure (start-up). */
+static unsigned char *fetch_letter(const char *name, uint64_t max, size_t *len) {
+    char err[1024];
+    struct sink sk;
+    sink_init(&sk, name, -1, 1, NULL, max, max);
+    int rc = http_get(name, &sk, err, sizeof err);
     if (rc == -ENOENT) die("%s is missing from %s (HTTP 404): not a CernVM-FS repository", name, servers[0].url);
     if (rc < 0) die("cannot fetch %s: %s", name, err);
+    unsigned char *d = sk.mem;
+    *len = (size_t)sk.in_len;
+    sk.mem = NULL;
+    sink_free(&sk);
+    if (!d && !(d = calloc(1, 1))) die("out of memory");
+    return d;
 }
 
-static void verify_repository(struct manifest *m) {
-    /* manifest */
-    struct buf mb = {0}, wb = {0}, cb = {0};
-    fetch_letter(".cvmfspublished", &mb);
-    size_t plen, siglen;
-    char digest[64];
-    const unsigned char *sig;
-    if (split_letter(&mb, &plen, digest, &sig, &siglen) < 0) die(".cvmfspublished has no signature block");
-    memset(m, 0, sizeof *m);
-    char *payload = xmalloc(plen + 1);
-    memcpy(payload, mb.data, plen);
-    payload[plen] = 0;
-    for (char *line = strtok(payload, "\n"); line; line = strtok(NULL, "\n")) {
-        char k = line[0];
-        const char *v = line + 1;
-        if (k == 'C') snprintf(m->C, sizeof m->C, "%s", v);
-        else if (k == 'X') snprintf(m->X, sizeof m->X, "%s", v);
-        else if (k == 'H') snprintf(m->H, sizeof m->H, "%s", v);
-        else if (k == 'N') snprintf(m->N, sizeof m->N, "%s", v);
-        else if (k == 'R') snprintf(m->R, sizeof m->R, "%s", v);
-        else if (k == 'S') { m->S = atoll(v); m->haveS = 1; }
-    }
-    free(payload);
-    if (!m->C[0] || !m->R[0] || !m->haveS) die(".cvmfspublished lacks a required field (C, R, S)");
-    if (strcmp(m->R, "d41d8cd98f00b204e9800998ecf8427e") != 0) die(".cvmfspublished has a wrong root path hash");
-    if (!m->X[0]) die(".cvmfspublished names no certificate (X)");
-    if (opt.fqrn && strcmp(opt.fqrn, m->N) != 0)
-        die("the server publishes repository '%s', not '%s'", m->N, opt.fqrn);
+/* The trust chain, before anything is mounted: whitelist (master key, name, expiry, certificate
+ * fingerprint), certificate, manifest signature. Fills M; dies with one line on any failure. */
+static void verify_repository(struct manifest *m, unsigned char **mdata) {
+    char err[512];
+    size_t mlen, wlen;
+    unsigned char *mb = fetch_letter(".cvmfspublished", MAX_MANIFEST_BYTES, &mlen);
+    if (parse_manifest(mb, mlen, m, err, sizeof err) < 0) die("%s", err);
+    if (opt.fqrn && strcmp(opt.fqrn, m->N) != 0) die("the server publishes repository '%s', not '%s'", m->N, opt.fqrn);
 
     /* certificate */
     char certpath[128];
-    if (!is_hex40(m->X)) die("certificate hash %s is not a SHA-1", m->X);
-    if (fetch_object(m->X, 'X', 0, certpath, sizeof certpath, 1) < 0) die("cannot fetch the repository certificate");
+    if (fetch_object(m->X, 'X', 0, meta_limits(MAX_CERT_BYTES), certpath, sizeof certpath, 1) < 0)
+        die("cannot fetch the repository certificate");
     FILE *cf = fopen(certpath, "r");
     X509 *cert = cf ? PEM_read_X509_AUX(cf, NULL, NULL, NULL) : NULL;
     if (cf) fclose(cf);
     if (!cert) die("the repository certificate (%s) is not a PEM X.509 certificate", m->X);
 
-    /* whitelist: digest, name, expiry, master key, fingerprint */
-    fetch_letter(".cvmfswhitelist", &wb);
-    size_t wplen, wsiglen;
-    char wdigest[64];
-    const unsigned char *wsig;
-    if (split_letter(&wb, &wplen, wdigest, &wsig, &wsiglen) < 0) die(".cvmfswhitelist has no signature block");
-    char got[41];
-    sha1_hex(wb.data, wplen, got);
-    if (strcmp(got, wdigest) != 0) die(".cvmfswhitelist was modified: its content does not match its signed digest");
+    /* whitelist: digest, master key, name, expiry, fingerprint */
+    unsigned char *wb = fetch_letter(".cvmfswhitelist", MAX_WHITELIST_BYTES, &wlen);
+    struct whitelist w;
+    if (parse_whitelist(wb, wlen, &w, err, sizeof err) < 0) die("%s", err);
     int signed_ok = 0;
     for (int i = 0; i < opt.npubkeys && !signed_ok; i++) {
         EVP_PKEY_CTX *ctx = EVP_PKEY_CTX_new(master_keys[i], NULL);
         unsigned char rec[1024];
         size_t rl = sizeof rec;
         if (ctx && EVP_PKEY_verify_recover_init(ctx) > 0 && EVP_PKEY_CTX_set_rsa_padding(ctx, RSA_PKCS1_PADDING) > 0 &&
-            EVP_PKEY_verify_recover(ctx, rec, &rl, wsig, wsiglen) > 0 && rl == strlen(wdigest) &&
-            !memcmp(rec, wdigest, rl))
+            (size_t)EVP_PKEY_get_size(master_keys[i]) == w.siglen &&
+            EVP_PKEY_verify_recover(ctx, rec, &rl, w.sig, w.siglen) > 0 && rl == strlen(w.digest) &&
+            !memcmp(rec, w.digest, rl))
             signed_ok = 1;
         EVP_PKEY_CTX_free(ctx);
     }
-    char *wl = xmalloc(wplen + 1);
-    memcpy(wl, wb.data, wplen);
-    wl[wplen] = 0;
-    char *save = NULL;
-    char *l1 = strtok_r(wl, "\n", &save), *l2 = strtok_r(NULL, "\n", &save), *l3 = strtok_r(NULL, "\n", &save);
-    if (!l1 || !l2 || !l3 || strlen(l1) != 14 || l2[0] != 'E' || l3[0] != 'N')
-        die(".cvmfswhitelist is malformed (expected timestamp, E<expiry>, N<name> lines)");
     if (!signed_ok)
-        die(".cvmfswhitelist of %s is not signed by the given master key%s (%s): refusing to mount", l3 + 1,
+        die(".cvmfswhitelist of %s is not signed by the given master key%s (%s): refusing to mount", w.name,
             opt.npubkeys > 1 ? "s" : "", opt.pubkeys[0]);
-    if (strcmp(l3 + 1, m->N) != 0) die(".cvmfswhitelist is for repository '%s', not '%s'", l3 + 1, m->N);
-    time_t expires = parse_ts(l2 + 1);
-    if (expires < 0) die(".cvmfswhitelist has a malformed expiry '%s'", l2 + 1);
+    if (strcmp(w.name, m->N) != 0) die(".cvmfswhitelist is for repository '%s', not '%s'", w.name, m->N);
     time_t now = time(NULL);
-    if (now / 3600 >= expires / 3600 && !opt.allow_expired) {
+    if (now / 3600 >= w.expires / 3600 && !opt.allow_expired) {
         char when[64];
         struct tm tm;
-        gmtime_r(&expires, &tm);
+        gmtime_r(&w.expires, &tm);
         strftime(when, sizeof when, "%Y-%m-%d %H:%M UTC", &tm);
         die(".cvmfswhitelist of %s expired on %s (check the clock or re-sign the whitelist)", m->N, when);
     }
@@ -1334,68 +2031,140 @@ static void verify_repository(struct manifest *m) {
     X509_digest(cert, EVP_sha1(), md, &mdn);
     char fp[128] = "";
     for (unsigned i = 0; i < mdn; i++) sprintf(fp + strlen(fp), i ? ":%02X" : "%02X", md[i]);
-    int listed = 0;
-    for (char *line = strtok_r(NULL, "\n", &save); line; line = strtok_r(NULL, "\n", &save)) {
-        size_t tl = strcspn(line, " \t#");
-        if (tl == strlen(fp) && !strncmp(line, fp, tl)) listed = 1;
-    }
-    free(wl);
-    if (!listed) die("the repository certificate %s is not on the whitelist of %s", fp, m->N);
+    if (!whitelist_lists(&w, fp)) die("the repository certificate %s is not on the whitelist of %s", fp, m->N);
+    free(wb);
 
     /* manifest signature with the certificate */
-    sha1_hex(mb.data, plen, got);
-    if (strcmp(got, digest) != 0) die(".cvmfspublished was modified: its content does not match its signed digest");
     EVP_PKEY *ck = X509_get0_pubkey(cert);
     EVP_MD_CTX *mctx = EVP_MD_CTX_new();
-    int ok = ck && EVP_DigestVerifyInit(mctx, NULL, EVP_sha1(), NULL, ck) > 0 &&
-             EVP_DigestVerify(mctx, sig, siglen, (const unsigned char *)digest, strlen(digest)) == 1;
+    int ok = ck && mctx && EVP_DigestVerifyInit(mctx, NULL, EVP_sha1(), NULL, ck) > 0 &&
+             EVP_DigestVerify(mctx, m->sig, m->siglen, (const unsigned char *)m->digest, strlen(m->digest)) == 1;
     EVP_MD_CTX_free(mctx);
     X509_free(cert);
     if (!ok) die(".cvmfspublished: signature does not verify with the repository certificate");
-    buf_free(&mb);
-    buf_free(&wb);
-    buf_free(&cb);
+    *mdata = mb; /* M points into it */
 }
 
-static void resolve_tag(const struct manifest *m, char *hash, size_t hlen, long long *revision) {
-    if (!m->H[0]) die("repository %s has no history database, so no tag '%s'", m->N, opt.tag);
+static void resolve_tag(const char *fqrn, const char *history, char *hash, size_t hlen, long long *revision) {
+    if (!history[0]) die("repository %s has no history database, so no tag '%s'", fqrn, opt.tag);
     char path[128];
-    if (!is_hex40(m->H) || fetch_object(m->H, 'H', 0, path, sizeof path, 1) < 0)
-        die("cannot fetch the history database of %s", m->N);
+    if (fetch_object(history, 'H', 0, meta_limits(MAX_HISTORY_BYTES), path, sizeof path, 1) < 0)
+        die("cannot fetch the history database of %s", fqrn);
     sqlite3 *db;
     char uri[200];
     snprintf(uri, sizeof uri, "file:%s?immutable=1", path);
     sqlite3_stmt *st;
     if (sqlite3_open_v2(uri, &db, SQLITE_OPEN_READONLY | SQLITE_OPEN_URI, NULL) != SQLITE_OK ||
         sqlite3_prepare_v2(db, "SELECT hash, revision FROM tags WHERE name=?", -1, &st, NULL) != SQLITE_OK)
-        die("history database of %s is not readable: %s", m->N, sqlite3_errmsg(db));
+        die("history database of %s is not readable: %s", fqrn, sqlite3_errmsg(db));
     sqlite3_bind_text(st, 1, opt.tag, -1, SQLITE_STATIC);
     if (sqlite3_step(st) != SQLITE_ROW) {
         sqlite3_finalize(st);
         struct buf names = {0};
         if (sqlite3_prepare_v2(db, "SELECT name FROM tags ORDER BY name", -1, &st, NULL) == SQLITE_OK) {
-            while (sqlite3_step(st) == SQLITE_ROW) {
-                if (names.len) buf_add(&names, ", ", 2);
+            while (sqlite3_step(st) == SQLITE_ROW && names.len < 2000) {
                 const char *n = (const char *)sqlite3_column_text(st, 0);
+                if (!n) continue;
+                if (names.len) buf_add(&names, ", ", 2);
                 buf_add(&names, n, strlen(n));
             }
             sqlite3_finalize(st);
         }
-        die("repository %s has no tag '%s' (known: %s)", m->N, opt.tag, names.len ? (char *)names.data : "none");
+        die("repository %s has no tag '%s' (known: %s)", fqrn, opt.tag, names.len ? (char *)names.data : "none");
     }
-    snprintf(hash, hlen, "%s", (const char *)sqlite3_column_text(st, 0));
+    const char *h = (const char *)sqlite3_column_text(st, 0);
+    snprintf(hash, hlen, "%s", h ? h : "");
     *revision = sqlite3_column_int64(st, 1);
     sqlite3_finalize(st);
     sqlite3_close(db);
 }
 
+/* --------------------------------------------------------------------------- rollback protection */
+/* The newest manifest seen for a repository is remembered in the cache directory, in the file
+ * "revision-<fqrn>" ("revision N\nroot HASH\nhistory HASH\n", replaced atomically). A validly signed
+ * but older manifest served later (a stale proxy, a replay) is then ignored in favour of it. */
+struct seen {
+    long long revision;
+    char root[48], history[48];
+};
+
+static int seen_name(const char *fqrn, char *out, size_t cap) {
+    if (!valid_fqrn(fqrn)) return -1;
+    int n = snprintf(out, cap, "revision-%s", fqrn);
+    return n < 0 || (size_t)n >= cap ? -1 : 0;
+}
+
+/* 0 ok, -1 malformed */
+static int parse_seen(const char *d, size_t len, struct seen *s) {
+    memset(s, 0, sizeof *s);
+    s->revision = -1;
+    for (size_t pos = 0; pos < len;) {
+        const char *l = d + pos;
+        const char *nl = memchr(l, '\n', len - pos);
+        size_t ll = nl ? (size_t)(nl - l) : len - pos;
+        pos += ll + 1;
+        if (ll > 9 && !memcmp(l, "revision ", 9)) {
+            if (parse_decimal(l + 9, ll - 9, &s->revision) < 0) return -1;
+        } else if ((ll == 45 && !memcmp(l, "root ", 5)) || (ll == 48 && !memcmp(l, "history ", 8))) {
+            int root = l[0] == 'r';
+            char *dst = root ? s->root : s->history;
+            memcpy(dst, l + (root ? 5 : 8), 40);
+            dst[40] = 0;
+            if (!is_hex40(dst)) return -1;
+        } else if (ll) {
+            return -1;
+        }
+    }
+    return s->revision >= 0 && s->root[0] ? 0 : -1;
+}
+
+static int read_seen(const char *fqrn, struct seen *s) {
+    char name[256], text[512];
+    if (seen_name(fqrn, name, sizeof name) < 0) return -1;
+    int fd = open(name, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
+    if (fd < 0) return -1;
+    ssize_t n = read(fd, text, sizeof text);
+    close(fd);
+    if (n <= 0 || n == (ssize_t)sizeof text) return -1;
+    if (parse_seen(text, (size_t)n, s) < 0) {
+        logmsg("warning: ignoring the malformed %s/%s", opt.cache_dir, name);
+        return -1;
+    }
+    return 0;
+}
+
+static void write_seen(const char *fqrn, const struct seen *s) {
+    char name[256], tmp[300], text[256];
+    if (seen_name(fqrn, name, sizeof name) < 0) return;
+    snprintf(tmp, sizeof tmp, ".%s.tmp", name);
+    int n = snprintf(text, sizeof text, "revision %lld\nroot %s\n%s%s%s", s->revision, s->root,
+                     s->history[0] ? "history " : "", s->history, s->history[0] ? "\n" : "");
+    int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC | O_NOFOLLOW, 0644);
+    if (fd < 0 || write_all(fd, (const unsigned char *)text, (size_t)n) < 0 || fsync(fd) < 0 || close(fd) < 0 ||
+        rename(tmp, name) < 0) {
+        logmsg("warning: cannot record revision %lld in %s/%s: %s", s->revision, opt.cache_dir, name, strerror(errno));
+        unlink(tmp);
+        return;
+    }
+    int dfd = open(".", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (dfd >= 0) {
+        fsync(dfd);
+        close(dfd);
+    }
+}
+
 /* ---------------------------------------------------------------------------------------- main */
+#ifndef CVMFS_MINI_FUZZ
 static void usage(int code) {
     fprintf(code ? stderr : stdout,
             "usage: " PROG " --url URL [--url URL2 ...] --pubkey master.pub [--tag T | --root-hash H]\n"
-            "       [--cache DIR] [--cache-size MB] [--fqrn NAME] [--root-hash-file F] [-f] [-d] MOUNTPOINT\n"
+            "       [--cache DIR] [--cache-size MB] [--fqrn NAME] [--root-hash-file F] [--min-revision N]\n"
+            "       [--retries N] [--timeout S] [--connect-timeout S] [--deadline S] [--log F] [-f] [-d] MOUNTPOINT\n"
             "Mount a CernVM-FS repository read-only after checking its whitelist and manifest signatures.\n"
-            "URL may list several servers separated by ';' or ','; they are tried in turn.\n");
+            "URL may list several servers separated by ';' or ','; they are tried in turn.\n"
+            "--timeout: seconds without a byte before a server counts as failed (default 20); --connect-timeout\n"
+            "(default 5); --deadline: seconds for one whole request (default 120). A manifest older than the\n"
+            "newest one seen before (kept in the cache) is ignored; --min-revision N refuses revisions below N.\n");
     exit(code);
 }
 
@@ -1408,6 +2177,23 @@ static void add_servers(const char *list) {
     free(copy);
 }
 
+/* P made absolute against the current directory (which is about to become the cache directory). */
+static char *abs_path(const char *p) {
+    if (p[0] == '/') return xstrdup(p);
+    char cwd[4096];
+    if (!getcwd(cwd, sizeof cwd)) die("cannot resolve %s: %s", p, strerror(errno));
+    char *r = xmalloc(strlen(cwd) + strlen(p) + 2);
+    sprintf(r, "%s/%s", cwd, p);
+    return r;
+}
+
+static int int_arg(const char *name, const char *v, int min) {
+    char *end;
+    long x = strtol(v, &end, 10);
+    if (!*v || *end || x < min || x > 1000000) die("%s %s: expected a number >= %d", name, v, min);
+    return (int)x;
+}
+
 int main(int argc, char **argv) {
     static const struct option lo[] = {
         {"url", required_argument, 0, 'u'},      {"pubkey", required_argument, 0, 'k'},
@@ -1418,6 +2204,8 @@ int main(int argc, char **argv) {
         {"timeout", required_argument, 0, 'T'},  {"root-daemon", no_argument, 0, 'D'},
         {"root-hash-file", required_argument, 0, 'W'}, {"log", required_argument, 0, 'L'},
         {"allow-expired-whitelist", no_argument, 0, 'E'}, {"help", no_argument, 0, 'h'},
+        {"connect-timeout", required_argument, 0, 'C'}, {"deadline", required_argument, 0, 'Z'},
+        {"min-revision", required_argument, 0, 'M'},
         {0, 0, 0, 0}};
     int c;
     while ((c = getopt_long(argc, argv, "u:k:t:r:c:s:n:fdh", lo, NULL)) != -1) {
@@ -1425,7 +2213,7 @@ int main(int argc, char **argv) {
         case 'u': add_servers(optarg); break;
         case 'k':
             if (opt.npubkeys == MAX_KEYS) die("too many public keys");
-            opt.pubkeys[opt.npubkeys++] = optarg;
+            opt.pubkeys[opt.npubkeys++] = abs_path(optarg);
             break;
         case 't': opt.tag = optarg; break;
         case 'r': opt.root_hash = optarg; break;
@@ -1434,11 +2222,19 @@ int main(int argc, char **argv) {
         case 'n': opt.fqrn = optarg; break;
         case 'f': opt.foreground = 1; break;
         case 'd': opt.debug = 1; break;
-        case 'R': opt.retries = atoi(optarg); break;
-        case 'T': opt.timeout = atoi(optarg); break;
+        case 'R': opt.retries = int_arg("--retries", optarg, 0); break;
+        case 'T': opt.timeout = int_arg("--timeout", optarg, 1); break;
+        case 'C': opt.connect_timeout = int_arg("--connect-timeout", optarg, 1); break;
+        case 'Z': opt.deadline = int_arg("--deadline", optarg, 1); break;
+        case 'M': {
+            long long v;
+            if (parse_decimal(optarg, strlen(optarg), &v) < 0) die("--min-revision %s: expected a revision number", optarg);
+            opt.min_revision = v;
+            break;
+        }
         case 'D': opt.root_daemon = 1; break;
-        case 'W': opt.root_hash_file = optarg; break;
-        case 'L': opt.log_file = optarg; break;
+        case 'W': opt.root_hash_file = abs_path(optarg); break;
+        case 'L': opt.log_file = abs_path(optarg); break;
         case 'E': opt.allow_expired = 1; break;
         case 'h': usage(0); break;
         default: usage(2);
@@ -1456,6 +2252,7 @@ int main(int argc, char **argv) {
     char mp_abs[4096];
     if (!realpath(mountpoint, mp_abs)) die("mount point %s: %s", mountpoint, strerror(errno));
     signal(SIGPIPE, SIG_IGN);
+    load_master_keys(); /* relative key paths are relative to where we were started */
 
     /* the cache directory becomes the working directory: all object paths are relative to it */
     if (mkdir(opt.cache_dir, 0700) < 0 && errno != EEXIST) die("cannot create cache %s: %s", opt.cache_dir, strerror(errno));
@@ -1464,26 +2261,47 @@ int main(int argc, char **argv) {
     cache_init();
 
     for (int i = 0; i < opt.nservers; i++) {
-        parse_server(&servers[i], opt.servers[i]);
-        char err[300];
+        char err[600];
+        if (parse_server(&servers[i], opt.servers[i], err, sizeof err) < 0) die("%s", err);
         if (resolve_server(&servers[i], err, sizeof err) < 0 && opt.nservers == 1) die("%s", err);
     }
-    load_master_keys();
 
     struct manifest m;
-    verify_repository(&m);
+    unsigned char *mdata = NULL;
+    verify_repository(&m, &mdata);
     snprintf(mounted.fqrn, sizeof mounted.fqrn, "%s", m.N);
-    mounted.revision = m.S;
+
+    /* rollback protection: the newest manifest seen so far wins over an older one served now */
+    struct seen prev, newest = {.revision = m.S};
+    snprintf(newest.root, sizeof newest.root, "%s", m.C);
+    snprintf(newest.history, sizeof newest.history, "%s", m.H);
+    int rollback = 0;
+    if (read_seen(m.N, &prev) == 0 && prev.revision > m.S) {
+        rollback = 1;
+        newest = prev;
+    }
+    if (opt.min_revision && newest.revision < opt.min_revision)
+        die("the servers offer revision %lld of %s, older than the minimum revision %lld: refusing to mount (stale "
+            "server or replay?)", newest.revision, m.N, opt.min_revision);
+    if (!rollback) write_seen(m.N, &newest);
+
+    mounted.revision = newest.revision;
+    uint64_t root_size = 0;
     if (opt.root_hash) {
         snprintf(mounted.root_hash, sizeof mounted.root_hash, "%s", opt.root_hash);
         mounted.revision = -1;
     } else if (opt.tag) {
-        resolve_tag(&m, mounted.root_hash, sizeof mounted.root_hash, &mounted.revision);
+        resolve_tag(m.N, newest.history, mounted.root_hash, sizeof mounted.root_hash, &mounted.revision);
         snprintf(mounted.tag, sizeof mounted.tag, "%s", opt.tag);
     } else {
-        snprintf(mounted.root_hash, sizeof mounted.root_hash, "%s", m.C);
+        snprintf(mounted.root_hash, sizeof mounted.root_hash, "%s", newest.root);
+        if (!rollback && m.B > 0) root_size = (uint64_t)m.B;
     }
-    root_catalog = open_catalog(mounted.root_hash, "");
+    if (rollback && !opt.root_hash)
+        logmsg("warning: the servers offer revision %lld of %s, but revision %lld was seen before (stale server or "
+               "replay): ignoring the older manifest, keeping revision %lld", m.S, m.N, prev.revision, prev.revision);
+    free(mdata);
+    root_catalog = open_catalog(mounted.root_hash, "", root_size);
     if (!root_catalog) die("cannot load the root catalog %s of %s", mounted.root_hash, m.N);
     struct entry rootent;
     if (lookup("/", &rootent) < 0 || !S_ISDIR(rootent.mode)) die("root catalog %s has no root directory", mounted.root_hash);
@@ -1509,12 +2327,15 @@ int main(int argc, char **argv) {
            mounted.tag[0] ? " tag " : "", mounted.tag, mounted.root_hash, mp_abs);
     if (!opt.foreground) {
         pid_t pid = fork();
-        if (pid < 0) die("fork: %s", strerror(errno));
+        if (pid < 0) {
+            fuse_unmount(fuse);
+            die("fork: %s", strerror(errno));
+        }
         if (pid > 0) _exit(0);
         setsid();
         /* a daemon must not hold its parent's pipes open: stdio to /dev/null, stderr to --log */
         int nul = open("/dev/null", O_RDWR);
-        int lf = opt.log_file ? open(opt.log_file, O_WRONLY | O_CREAT | O_APPEND | O_NOCTTY, 0644) : -1;
+        int lf = opt.log_file ? open(opt.log_file, O_WRONLY | O_CREAT | O_APPEND | O_NOCTTY | O_CLOEXEC, 0644) : -1;
         if (nul >= 0) {
             dup2(nul, 0);
             dup2(nul, 1);
@@ -1524,6 +2345,7 @@ int main(int argc, char **argv) {
         if (lf >= 0) close(lf);
         if (fchdir(cache_fd) < 0) _exit(1);
     }
+    mount_up = 1; /* from here on: EIO and a log line, never die() */
     if (opt.root_daemon) argv[0][0] = '@'; /* systemd spares "@" processes when it kills everything */
     struct fuse_session *se = fuse_get_session(fuse);
     fuse_set_signal_handlers(se);
@@ -1533,3 +2355,4 @@ int main(int argc, char **argv) {
     fuse_destroy(fuse);
     return rc ? 1 : 0;
 }
+#endif /* CVMFS_MINI_FUZZ */
