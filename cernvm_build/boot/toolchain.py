@@ -54,13 +54,15 @@ def _tree(lock: Path, cache_root: Path, fetch_options: FetchOptions | None) -> t
     data = lock.read_bytes()
     digest = hashlib.sha256(data).hexdigest()
     tree = cache_root / "boot" / "toolchain" / digest[:24]
-    if not (tree / ".complete").exists():
+    store = ContentStore(cache_root)
+    # the compiler, busybox and libraries the ISO takes from this tree: used only as sealed when built
+    if not ((tree / ".complete").exists() and store.tree_intact(f"toolchain:{digest}", tree)):
         closure = read_lock(lock)
-        store = ContentStore(cache_root)
         fetch_closure(closure, store, fetch_options)
         shutil.rmtree(tree, ignore_errors=True)
         build_rootfs(closure, tree, package_paths(closure, store), RootfsOptions(mode="unpack"))
         (tree / ".complete").write_text(f"{lock.name} sha256:{digest}\n")
+        store.seal_tree(f"toolchain:{digest}", tree)
     return tree, digest
 
 
@@ -115,7 +117,7 @@ def from_lock(lock: Path, cache_root: Path, fetch_options: FetchOptions | None =
     source = client_mod.SOURCE.read_bytes()
     key = hashlib.sha256(b"\0".join([digest.encode(), source, " ".join(client_mod.CFLAGS).encode()])).hexdigest()
     dest = cache_root / "boot" / "client-from-lock" / key[:32] / client_mod.BINARY_NAME
-    if not dest.is_file():
+    if not (dest.is_file() and ContentStore(cache_root).trusted(dest)):
         flags = _chroot(tree, "/usr/bin/pkg-config", "--cflags", "--libs", *client_mod.PKG_CONFIG_PACKAGES,
                         what="pkg-config").split()
         work = _workdir(tree, "build-")
@@ -126,6 +128,7 @@ def from_lock(lock: Path, cache_root: Path, fetch_options: FetchOptions | None =
                     *flags, what="compiling cvmfs-mini")
             with atomic_path(dest, 0o755) as tmp:
                 shutil.copyfile(work / "out", tmp)
+            ContentStore(cache_root).remember(dest)
         finally:
             shutil.rmtree(work, ignore_errors=True)
     # the loader lists what the client needs, as the tree's own libc resolves it

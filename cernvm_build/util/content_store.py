@@ -170,22 +170,28 @@ class ContentStore:
         self.remember(path, sha256)
         return True
 
+    @staticmethod
+    def _tree_entries(root: Path) -> dict[str, str]:
+        """Regular files by digest, symlinks by target (directories are implied by them)."""
+        out = {}
+        for dirpath, dirnames, filenames in os.walk(root):
+            for name in dirnames + filenames:
+                p = Path(dirpath) / name
+                if p.is_symlink():
+                    out[str(p.relative_to(root))] = "link:" + os.readlink(p)
+                elif p.is_file():
+                    out[str(p.relative_to(root))] = sha256_file(p)
+        return out
+
     def seal_tree(self, name: str, root: Path) -> None:
-        """Seal the digest of every regular file below ROOT (a derived directory: the boot kernel...)."""
-        digests = {str(p.relative_to(root)): sha256_file(p) for p in sorted(root.rglob("*"))
-                   if p.is_file() and not p.is_symlink()}
-        self.seal(f"tree:{name}", json.dumps(digests, sort_keys=True).encode())
+        """Seal every file's digest and every symlink's target below ROOT (a derived directory: the
+        boot kernel, the client toolchain tree)."""
+        self.seal(f"tree:{name}", json.dumps(self._tree_entries(root), sort_keys=True).encode())
 
     def tree_intact(self, name: str, root: Path) -> bool:
-        """ROOT holds exactly the files sealed under NAME, each with its sealed digest."""
+        """ROOT holds exactly the files and symlinks sealed under NAME, as they were sealed."""
         record = self.unseal(f"tree:{name}")
-        if record is None:
-            return False
-        digests = json.loads(record)
-        present = {str(p.relative_to(root)) for p in root.rglob("*") if p.is_file() or p.is_symlink()}
-        if present != set(digests):
-            return False
-        return all(not (root / rel).is_symlink() and sha256_file(root / rel) == d for rel, d in digests.items())
+        return record is not None and root.is_dir() and json.loads(record) == self._tree_entries(root)
 
     # ---- packages ------------------------------------------------------------------------------
     def package(self, sha256: str) -> Path:

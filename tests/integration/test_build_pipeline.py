@@ -266,7 +266,8 @@ def test_iso_stage_runs_the_real_builder_with_the_snapshot_it_follows(debrepo, t
     out, opts = calls[0]
     v = res.values
     assert out == tmp_path / "state/iso/fixture.iso" and v["iso"] == str(out) and v["iso_bytes"] == 3000
-    assert opts.tag == v["tag"] and opts.root_hash == v["root_hash"] and opts.boot_lock == tmp_path / "closures/fixture.lock.toml"
+    assert opts.tag == v["tag"] and opts.root_hash == v["root_hash"] and opts.min_revision == v["revision"]
+    assert opts.boot_lock == tmp_path / "closures/fixture.lock.toml"
     assert opts.repo_url.endswith("/cvmfs/fixture.example.org")
     assert [k.name for k in opts.pubkeys] == ["fixture.example.org.pub"] and opts.cache_root == tmp_path / "cache"
     res = run_pipeline(definition, stages)

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from cernvm_build.errors import ClientBuildError, MountError
-from cernvm_build.util.content_store import default_cache_dir
+from cernvm_build.util.content_store import ContentStore, default_cache_dir
 from cernvm_build.util.files import atomic_path
 
 SOURCE = Path(__file__).with_name("cvmfs-mini.c")
@@ -61,11 +61,15 @@ def build_client(cache_root: str | Path | None = None) -> Path:
     cc = compiler()
     flags = library_flags()
     key = build_key(cc, flags)
-    dest = Path(cache_root or default_cache_dir()) / "boot" / "client" / key / BINARY_NAME
-    if dest.is_file() and os.access(dest, os.X_OK):
+    root = Path(cache_root or default_cache_dir())
+    dest = root / "boot" / "client" / key / BINARY_NAME
+    store = ContentStore(root)
+    # the cached binary runs as root (mount, the ISO): used only under the seal made when compiled
+    if dest.is_file() and os.access(dest, os.X_OK) and store.trusted(dest):
         return dest
     with atomic_path(dest, 0o755) as tmp:
         _run([cc, *CFLAGS, "-s", "-o", str(tmp), str(SOURCE), *flags], f"compiling {SOURCE.name}")
+    store.remember(dest)
     return dest
 
 

@@ -197,3 +197,15 @@ def test_cut_out_kernel_in_the_cache_is_checked_on_every_use(tmp_path):
     again = kernel_parts(lock, ("fuse",), cache_root=cache, fetch_options=opts)
     assert again.vmlinuz.read_bytes() == good_kernel
     assert (again.root / again.modules[-1]).read_bytes() == good_module
+
+
+def test_cached_client_binary_is_used_only_as_compiled(tmp_path):
+    """The compiled cvmfs-mini runs as root (mount, the ISO's initramfs): a binary swapped in the cache
+    is compiled again, not run."""
+    from cernvm_build.boot import client
+
+    first = client.build_client(tmp_path / "cache")
+    good = first.read_bytes()
+    first.write_bytes(good[:-16] + b"\0" * 16)
+    again = client.build_client(tmp_path / "cache")
+    assert again == first and again.read_bytes() == good
