@@ -19,6 +19,9 @@ OS_PACKAGES=(
   grub-efi-amd64-bin mtools dosfstools ovmf
   # file capabilities: setcap/getcap check our security.capability bytes against libcap
   libcap2-bin
+  # serving as stratum-1s do: the nginx site `cvmfs serve-config --nginx` writes (Last-Modified removed
+  # by the headers-more module), exercised by the tests on loopback
+  nginx libnginx-mod-http-headers-more-filter
   # fuzzing the boot client's parsers (libFuzzer + ASan/UBSan runtimes ship with Debian's clang 14)
   clang libclang-rt-14-dev
 )
@@ -34,8 +37,8 @@ if ((${#missing[@]})); then
   fi
   echo "setup: installing ${missing[*]}" >&2
   export DEBIAN_FRONTEND=noninteractive
-  apt-get update -qq
-  apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+  apt-get update -qq -o DPkg::Lock::Timeout=300
+  apt-get install -y -qq -o DPkg::Lock::Timeout=300 --no-install-recommends "${missing[@]}" >/dev/null
 fi
 
 stamp=.venv/.cernvm-build-setup

@@ -56,6 +56,16 @@ def register(sub: "argparse._SubParsersAction") -> None:
     p.add_argument("--wait", type=float, default=0.0)
     p.set_defaults(func=_gc)
 
+    p = cs.add_parser("serve-config", help="web server configuration serving a repository as stratum-0/1s do "
+                                           "(caching headers of the reference setup)")
+    p.add_argument("dir", type=Path, help="repository directory (stratum-0 or replica)")
+    p.add_argument("--nginx", action="store_true", required=True, help="a server block for Debian's nginx")
+    p.add_argument("--listen", default="80", help="nginx listen address (default 80)")
+    p.add_argument("--location", help="URL path of the repository (default /cvmfs/FQRN/)")
+    p.add_argument("-o", "--output", type=Path, help="write here (e.g. /etc/nginx/sites-enabled/cvmfs) "
+                                                    "instead of standard output")
+    p.set_defaults(func=_serve_config)
+
     p = cs.add_parser("resign", help="renew the whitelist with the master key")
     p.add_argument("dir", type=Path)
     p.add_argument("--keys", required=True, type=Path)
@@ -165,4 +175,25 @@ def _resign(args: argparse.Namespace) -> int:
 
     wl = resign_whitelist(args.dir, args.keys, args.days)
     print(f"whitelist of {wl.fqrn} renewed; expires {wl.expires_text}")
+    return 0
+
+
+def _serve_config(args: argparse.Namespace) -> int:
+    from cernvm_build.cvmfs.manifest import Manifest
+    from cernvm_build.cvmfs.serve import nginx_site
+    from cernvm_build.errors import CvmfsError
+    from cernvm_build.util.files import atomic_write
+
+    try:
+        raw = (args.dir / ".cvmfspublished").read_bytes()
+    except OSError as exc:
+        raise CvmfsError(f"{args.dir}: not a repository (.cvmfspublished: {exc.strerror})") from exc
+    fqrn = Manifest.parse(raw, f"{args.dir}/.cvmfspublished")[0].fqrn   # for naming only: nothing trusted
+    text = nginx_site(args.dir, fqrn, args.listen, args.location)
+    if args.output:
+        atomic_write(args.output, text)
+        print(f"wrote {args.output}: {fqrn} at {args.location or f'/cvmfs/{fqrn}/'} on {args.listen} "
+              "(needs libnginx-mod-http-headers-more-filter)")
+    else:
+        print(text, end="")
     return 0
