@@ -58,7 +58,6 @@ class CountingServer:
     """serve_in_thread's handler, counting the bytes and requests it serves (what a boot fetched)."""
 
     def __init__(self, repo: Path, host: str = "127.0.0.1"):
-        import functools
         import threading
         from http.server import ThreadingHTTPServer
 
@@ -69,15 +68,15 @@ class CountingServer:
         self.requests = 0
         self.lock = threading.Lock()
 
-        class Handler(serve._Handler):
-            def copyfile(self, source, outputfile):
-                data = source.read()
+        class Counting(serve.Handler):
+            def send_file(self, src):
+                data = src.read()
                 with counter.lock:
                     counter.bytes += len(data)
                     counter.requests += 1
-                outputfile.write(data)
+                self.wfile.write(data)
 
-        self.server = ThreadingHTTPServer((host, 0), functools.partial(Handler, directory=str(repo)))
+        self.server = ThreadingHTTPServer((host, 0), serve.handler_for(repo, Counting))
         self.server.daemon_threads = True
         self.port = self.server.server_address[1]
         threading.Thread(target=self.server.serve_forever, daemon=True).start()

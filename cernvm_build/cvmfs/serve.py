@@ -44,7 +44,9 @@ def rule_for(name: str) -> Rule:
     return LETTERS if name.startswith(".cvmfs") else OBJECTS
 
 
-class _Handler(BaseHTTPRequestHandler):
+class Handler(BaseHTTPRequestHandler):
+    """Serves the repository at ROOT (set by `handler_for`); send_file may be overridden (counting)."""
+
     server_version = "cernvm-build"
     sys_version = ""
     protocol_version = "HTTP/1.1"
@@ -82,19 +84,27 @@ class _Handler(BaseHTTPRequestHandler):
             return
         try:
             with open(f, "rb") as src:
-                shutil.copyfileobj(src, self.wfile, 1 << 20)
+                self.send_file(src)
         except (BrokenPipeError, ConnectionResetError):
             pass
 
+    def send_file(self, src) -> None:
+        shutil.copyfileobj(src, self.wfile, 1 << 20)
+
     def log_message(self, format: str, *args) -> None:
         log.debug("%s %s", self.address_string(), format % args)
+
+
+def handler_for(repo: str | Path, base: type[Handler] = Handler) -> type[Handler]:
+    """A handler class (BASE or a subclass of Handler) serving REPO."""
+    return type(base.__name__, (base,), {"root": Path(repo).resolve()})
 
 
 def make_server(repo: str | Path, port: int = 0, host: str = "127.0.0.1") -> ThreadingHTTPServer:
     repo = Path(repo)
     if not (repo / ".cvmfspublished").is_file():
         raise CvmfsError(f"{repo} is not a repository (no .cvmfspublished)")
-    handler = type("Handler", (_Handler,), {"root": repo.resolve()})
+    handler = handler_for(repo)
     try:
         server = ThreadingHTTPServer((host, port), handler)
     except OSError as exc:
