@@ -134,7 +134,7 @@ def repository_lock(repo: Path, wait: float = 0.0) -> Iterator[None]:
             except BlockingIOError:
                 if time.monotonic() >= deadline:
                     holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "unknown"
-                    raise CvmfsBusyError(f"repository {repo} is being written by another process (pid {holder});"
+                    raise CvmfsBusyError(f"repository {repo} is busy: being written by another process (pid {holder});"
                                          " try again later or pass --wait SECONDS") from None
                 time.sleep(0.1)
         os.ftruncate(fd, 0)
