@@ -183,7 +183,11 @@ class _Http:
             raise
         except (socket.timeout, TimeoutError):
             self._drop()
-            raise ReplicateError(f"{rel}: timed out after {time.monotonic() - start:.1f}s fetching {url}") from None
+            spent = time.monotonic() - start
+            if time.monotonic() >= deadline - 0.05:
+                raise ReplicateError(f"{rel}: not complete after {spent:.1f}s: deadline exceeded, source too slow "
+                                     f"({url})") from None
+            raise ReplicateError(f"{rel}: timed out after {spent:.1f}s without data from {url}") from None
         except (OSError, http.client.HTTPException) as exc:
             self._drop()
             raise ReplicateError(f"{rel}: cannot fetch {url}: {exc or type(exc).__name__}") from None
