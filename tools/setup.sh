@@ -22,6 +22,8 @@ OS_PACKAGES=(
   # serving as stratum-1s do: the nginx site `cvmfs serve-config --nginx` writes (Last-Modified removed
   # by the headers-more module), exercised by the tests on loopback
   nginx libnginx-mod-http-headers-more-filter
+  # tests/benchmarks/bench_replicate.py compares with a `wget --mirror` copy
+  wget
   # fuzzing the boot client's parsers (libFuzzer + ASan/UBSan runtimes ship with Debian's clang 14)
   clang libclang-rt-14-dev
 )

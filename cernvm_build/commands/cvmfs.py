@@ -1,4 +1,4 @@
-"""`cvmfs init|verify|ls|cat|tags|gc|resign`: create, read, verify and maintain repositories."""
+"""`cvmfs init|verify|ls|cat|tags|gc|resign|replicate`: create, read, verify and maintain repositories."""
 
 from __future__ import annotations
 
@@ -65,6 +65,22 @@ def register(sub: "argparse._SubParsersAction") -> None:
     p.add_argument("-o", "--output", type=Path, help="write here (e.g. /etc/nginx/sites-enabled/cvmfs) "
                                                     "instead of standard output")
     p.set_defaults(func=_serve_config)
+
+    p = cs.add_parser("replicate", help="make or update a stratum-1 replica of a served repository")
+    p.add_argument("source", help="repository URL (http://host/cvmfs/FQRN), e.g. a stratum-0 or another replica")
+    p.add_argument("dest", type=Path, help="replica directory (created; serve it like a stratum-0)")
+    p.add_argument("--pubkey", action="append", type=Path, required=True,
+                   help="master public key verifying the source's whitelist (repeatable)")
+    p.add_argument("--allow-expired-whitelist", action="store_true",
+                   help="accept an expired whitelist (archived repositories)")
+    p.add_argument("-j", "--jobs", type=int, default=8, help="parallel downloads (default 8)")
+    p.add_argument("--wait", type=float, default=0.0, help="wait up to S seconds for a concurrent run")
+    p.add_argument("--timeout", type=float, default=30.0, help="connect/read timeout in seconds (default 30)")
+    p.add_argument("--object-deadline", type=float, default=900.0,
+                   help="longest time one response may take, in seconds (default 900)")
+    p.add_argument("--deadline", type=float, default=24 * 3600.0,
+                   help="longest time the whole run may take, in seconds (default 86400)")
+    p.set_defaults(func=_replicate)
 
     p = cs.add_parser("resign", help="renew the whitelist with the master key")
     p.add_argument("dir", type=Path)
@@ -196,4 +212,22 @@ def _serve_config(args: argparse.Namespace) -> int:
               "(needs libnginx-mod-http-headers-more-filter)")
     else:
         print(text, end="")
+    return 0
+
+
+def _replicate(args: argparse.Namespace) -> int:
+    from cernvm_build.cvmfs.keys import load_public_key
+    from cernvm_build.cvmfs.replicate import replicate
+
+    r = replicate(args.source, args.dest, [load_public_key(p) for p in args.pubkey],
+                  allow_expired_whitelist=args.allow_expired_whitelist, workers=args.jobs, wait_lock=args.wait,
+                  timeout=args.timeout, object_deadline=args.object_deadline, deadline=args.deadline)
+    if r.up_to_date:
+        print(f"{r.fqrn} revision {r.revision} root {r.root_hash}: replica already up to date in {args.dest}")
+        return 0
+    before = f"revision {r.previous_revision}" if r.previous_revision is not None else "empty"
+    print(f"{r.fqrn} revision {r.revision} root {r.root_hash} replicated to {args.dest} (was {before}): "
+          f"fetched {r.objects_fetched} objects ({r.bytes_fetched / 1e6:.1f} MB), {r.objects_present} already "
+          f"present, {r.objects_reverified} re-verified, {r.catalogs_walked} catalogs walked, {r.tags} tags, "
+          f"{r.seconds:.1f}s")
     return 0

@@ -11,9 +11,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from cernvm_build.cvmfs import objects as obj
+from cernvm_build.cvmfs import reflog as rl
 from cernvm_build.cvmfs.history import TRUNK
 from cernvm_build.cvmfs.keys import check_outside, load_keys
-from cernvm_build.cvmfs.publish import commit_revision, repository_lock, revision_time
+from cernvm_build.cvmfs.publish import commit_revision, repository_lock, revision_time, sign_and_install
 from cernvm_build.cvmfs.reader import LocalSource, Repository
 from cernvm_build.errors import CvmfsError
 
@@ -63,12 +64,27 @@ def collect_garbage(repo: str | os.PathLike, keydir: str | os.PathLike, keep: li
             result.removed_tags = sorted(names - set(result.kept_tags))
             live = reachable_objects(r, {t.hash for t in kept} | {r.manifest.root_catalog})
             manifest = r.manifest
+
+            def keep_ref(h: str, type_: int) -> bool:  # the reflog lists only objects that survive
+                if type_ == rl.TYPE_CATALOG:
+                    return (h, obj.SUFFIX_CATALOG) in live
+                return h in {rl.TYPE_CERTIFICATE: manifest.certificate, rl.TYPE_METAINFO: manifest.metainfo,
+                             rl.TYPE_HISTORY: manifest.history}.get(type_)
+
             if result.removed_tags and not dry_run:
                 keys = load_keys(Path(keydir), r.fqrn)
                 store = obj.ObjectStore(repo)
                 manifest = commit_revision(repo, store, keys, manifest.root_catalog,
                                            manifest.root_catalog_size or 0, manifest.revision, kept,
-                                           manifest.history, revision_time(), manifest.ttl, durable=True)
+                                           manifest.history, revision_time(), manifest.ttl, durable=True,
+                                           keep_ref=lambda h, t: t == rl.TYPE_CATALOG and keep_ref(h, t))
+            elif not dry_run:
+                refs = rl.load_refs(repo)
+                if refs is not None and any(not keep_ref(h, t) for h, (t, _) in refs.items()):
+                    # objects named in the reflog are about to go: re-sign the same revision with a pruned one
+                    keys = load_keys(Path(keydir), r.fqrn)
+                    pruned = {h: v for h, v in refs.items() if keep_ref(h, v[0])}
+                    manifest = sign_and_install(repo, keys, manifest, pruned)
             # a dry run that drops tags reports the current history as garbage: the real run replaces it
             history = None if (dry_run and result.removed_tags) else manifest.history
             for h, suffix in ((manifest.certificate, obj.SUFFIX_CERTIFICATE), (history, obj.SUFFIX_HISTORY), (manifest.metainfo, obj.SUFFIX_METAINFO),

@@ -29,6 +29,11 @@ KNOWN_SUFFIXES = frozenset("CHXMPL")
 DIGEST_SIZE = 20  # SHA-1, the only content hash this writer produces
 DEFAULT_CHUNK_SIZE = 8 << 20  # files larger than this are cut into fixed pieces of this size
 DEFAULT_LEVEL = 4  # 3x faster than zlib's default 6 on binaries for ~3 % more bytes; 6 = cvmfs_server
+# zlib's Z_DEFAULT_COMPRESSION (= 6): the reference stratum-1 replication (cvmfs_swissknife pull) inflates the
+# certificate and meta-info objects and deflates them again at this level, storing the result under the
+# manifest's hash. Written at any other level, a replica's copy would no longer match X (or M).
+REFERENCE_LEVEL = 6
+RECOMPRESSED_SUFFIXES = frozenset("XM")  # objects the reference replication re-compresses
 READ_BLOCK = 1 << 20
 
 EMPTY_OBJECT = zlib.compress(b"")
@@ -182,8 +187,12 @@ class ObjectStore:
                 os.close(fd)
 
     def put(self, data: bytes, suffix: str = "") -> str:
-        """Compress DATA and store it; return the hex digest of the compressed bytes."""
-        return self.put_blob(zlib.compress(data, self.level), suffix)
+        """Compress DATA and store it; return the hex digest of the compressed bytes.
+
+        Certificates and meta-info are always compressed at zlib's default level (REFERENCE_LEVEL) so that
+        a reference replica re-compressing them stores the very same bytes; everything else uses self.level."""
+        level = REFERENCE_LEVEL if suffix in RECOMPRESSED_SUFFIXES else self.level
+        return self.put_blob(zlib.compress(data, level), suffix)
 
     def get(self, hexdigest: str, suffix: str = "") -> bytes:
         """Read, verify and inflate one object (used by the publisher to read its own previous state)."""

@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Iterator
 
 from cernvm_build.cvmfs import objects as obj
+from cernvm_build.cvmfs import reflog as rl
 from cernvm_build.cvmfs.catalog import (
     FLAG_DIR,
     FLAG_DIR_NESTED_MOUNTPOINT,
@@ -133,7 +134,7 @@ def repository_lock(repo: Path, wait: float = 0.0) -> Iterator[None]:
             except BlockingIOError:
                 if time.monotonic() >= deadline:
                     holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "unknown"
-                    raise CvmfsBusyError(f"repository {repo} is being written by another process (pid {holder});"
+                    raise CvmfsBusyError(f"repository {repo} is busy: being written by another process (pid {holder});"
                                          " try again later or pass --wait SECONDS") from None
                 time.sleep(0.1)
         os.ftruncate(fd, 0)
@@ -360,6 +361,7 @@ class _CatalogBuilder:
                  ttl: int, result: PublishResult):
         self.store, self.prev, self.now, self.root_revision = store, prev, now, root_revision
         self.ttl, self.result = ttl, result
+        self.catalog_hashes: list[str] = []  # every catalog of the new revision (reflog), written or reused
 
     @staticmethod
     def _dir_entry(d: Node, flags: int) -> Entry:
@@ -423,6 +425,7 @@ class _CatalogBuilder:
         self.result.entries += len(entries)
         prev = self.prev.get(top.path)
         if top.path and prev is not None and prev.digest == content_digest(entries, nested):
+            self.catalog_hashes.append(prev.hash)
             return prev.hash, prev.size, prev.counters
         props = {"schema": SCHEMA, "schema_revision": str(SCHEMA_REVISION), "last_modified": str(self.now)}
         if top.path:
@@ -438,6 +441,7 @@ class _CatalogBuilder:
         data = tmp.read_bytes()
         tmp.unlink()
         h = self.store.put(data, obj.SUFFIX_CATALOG)
+        self.catalog_hashes.append(h)
         self.result.catalogs_written += 1
         return h, len(data), counters
 
@@ -514,12 +518,23 @@ def _write_whitelist(repo: Path, keys: RepoKeys, days: int) -> Whitelist:
     return wl
 
 
+def sign_and_install(repo: Path, keys: RepoKeys, manifest: Manifest, refs: rl.Refs) -> Manifest:
+    """Write the reflog (atomically) and name it in the manifest's Y, then sign and install the manifest."""
+    manifest.reflog = rl.write_reflog(repo / rl.REFLOG_FILE, keys.fqrn, refs)
+    data = manifest.sign(keys.repo_key)
+    _fault("manifest")
+    atomic_write(repo / ".cvmfspublished", data)
+    return manifest
+
+
 def commit_revision(repo: Path, store: obj.ObjectStore, keys: RepoKeys, root_hash: str, root_size: int,
                     revision: int, tags: list[Tag], prev_history: str | None, now: int, ttl: int,
-                    durable: bool) -> Manifest:
-    """Make a revision current: certificate and history objects, then the signed manifest, last.
+                    durable: bool, catalogs: list[str] = (), keep_ref=None) -> Manifest:
+    """Make a revision current: certificate and history objects, reflog, then the signed manifest, last.
 
-    Shared by publish, init and gc (which re-commits the same root with fewer tags)."""
+    Shared by publish, init and gc (which re-commits the same root with fewer tags). CATALOGS: every
+    catalog of the revision, recorded in the reflog with the revision time NOW (references already there
+    keep theirs); KEEP_REF(hash, type), when given, drops the references it refuses (gc)."""
     cert_hash = store.put(keys.certificate_pem, obj.SUFFIX_CERTIFICATE)
     tmp = store.txn / f"history.{os.getpid()}.db"
     write_history(tmp, keys.fqrn, tags, prev_history)
@@ -527,13 +542,21 @@ def commit_revision(repo: Path, store: obj.ObjectStore, keys: RepoKeys, root_has
     tmp.unlink()
     manifest = Manifest(root_catalog=root_hash, root_catalog_size=root_size, revision=revision, fqrn=keys.fqrn,
                         ttl=ttl, certificate=cert_hash, history=history_hash, timestamp=now)
+    refs = rl.load_refs(repo)
+    if refs is None:  # a repository from before the reflog: start it with what its tags name
+        refs = {}
+        for t in tags:
+            rl.add(refs, t.hash, rl.TYPE_CATALOG, now)
+    if keep_ref is not None:
+        refs = {h: v for h, v in refs.items() if keep_ref(h, v[0])}
+    for h in [*catalogs, root_hash]:
+        rl.add(refs, h, rl.TYPE_CATALOG, now)
+    rl.add(refs, cert_hash, rl.TYPE_CERTIFICATE, now)
+    rl.add(refs, history_hash, rl.TYPE_HISTORY, now)
     _fault("catalogs")
     if durable:
         store.flush()  # every object reachable from the new manifest is on disk before the manifest is
-    data = manifest.sign(keys.repo_key)
-    _fault("manifest")
-    atomic_write(repo / ".cvmfspublished", data)
-    return manifest
+    return sign_and_install(repo, keys, manifest, refs)
 
 
 def init_repository(repo: str | os.PathLike, fqrn: str, keydir: str | os.PathLike, *,
@@ -562,7 +585,7 @@ def init_repository(repo: str | os.PathLike, fqrn: str, keydir: str | os.PathLik
         h, size, _ = _CatalogBuilder(store, {}, empty_date, 1, ttl, result).build(root)
         _write_whitelist(tmp, keys, whitelist_days)
         tags = advance([], Tag(TRUNK, h, 1, now, "", size))
-        manifest = commit_revision(tmp, store, keys, h, size, 1, tags, None, now, ttl, durable=True)
+        manifest = commit_revision(tmp, store, keys, h, size, 1, tags, None, now, ttl, durable=True, catalogs=[h])
         os.chmod(tmp, 0o755)
     return manifest
 
@@ -643,7 +666,7 @@ def publish(tree: str | os.PathLike, repo: str | os.PathLike, keydir: str | os.P
             log.warning("whitelist of %s expires %s and the master key is not in %s: run 'cvmfs resign'",
                         fqrn, whitelist.expires_text if whitelist else "?", keydir)
         commit_revision(repo, store, keys, root_hash, root_size, revision, tags, prev.manifest.history, now, opts.ttl,
-                opts.durable)
+                        opts.durable, catalogs=builder.catalog_hashes)
         phase("commit (history, sync, manifest)")
         log.info("publish phases: %s", ", ".join(f"{k} {v:.2f}s" for k, v in result.phases.items()))
         result.root_hash, result.root_size = root_hash, root_size

@@ -7,6 +7,7 @@ catalogs are fetched lazily, only along the paths that are looked up.
 
 from __future__ import annotations
 
+import hashlib
 import shutil
 import stat
 import tempfile
@@ -399,11 +400,46 @@ def verify_repository(repo: Repository) -> VerifyReport:
     for t in tags:
         repo.blob(t.hash, obj.SUFFIX_CATALOG)
     rep.tags = len(tags)
+    check_reflog(repo, rep)
     if tags and repo.tag is None:
         trunk = {t.name: t for t in tags}.get(TRUNK)
         if trunk and trunk.hash != repo.manifest.root_catalog:
             rep.problems.append(f"tag trunk points to {trunk.hash}, manifest to {repo.manifest.root_catalog}")
     return rep
+
+
+STRATUM1_MARKER = ".cvmfs_last_snapshot"
+
+
+def check_reflog(repo: Repository, rep: VerifyReport) -> None:
+    """As `cvmfs_server check`: with a Y line, `.cvmfsreflog` must exist, hash to Y and list the manifest's
+    C, X, H and M. A stratum-1 (it serves .cvmfs_last_snapshot) keeps a reflog of its own while serving the
+    stratum-0's signed manifest, whose Y names the stratum-0's reflog: there only the listing is checked.
+    A stratum-0 reflog that lists everything but does not hash to Y is reported, not refused: a publisher
+    killed between installing the reflog and the manifest leaves exactly that (the next publish repairs it)."""
+    from cernvm_build.cvmfs import reflog as rl
+
+    y = repo.manifest.reflog
+    if not y or repo.tag is not None:
+        return
+    where = f"{rl.REFLOG_FILE} of {repo.source.location}"
+    raw = repo.source.get(rl.REFLOG_FILE)
+    path = repo._tmp / "reflog.db"
+    path.write_bytes(raw)
+    _, refs = rl.read_reflog(path, where)
+    missing = rl.missing_from(refs, repo.manifest)
+    if missing:
+        raise CvmfsIntegrityError(f"{where} does not list the manifest's {', '.join(missing)}")
+    actual = hashlib.sha1(raw).hexdigest()
+    if actual == y:
+        return
+    try:
+        repo.source.get(STRATUM1_MARKER)
+        return  # a replica: its reflog is its own
+    except CvmfsError:
+        pass
+    rep.problems.append(f"{where} has SHA-1 {actual}, the manifest names {y} (stale reflog: was a publisher "
+                        "killed before installing its manifest?)")
 
 
 def mode_string(mode: int) -> str:
