@@ -911,7 +911,10 @@ static int http_get_once(struct server *s, struct server *via, const char *rel, 
             *kind = FK_CONNECT;
             c->fd = tcp_connect(c, deadline, err, errlen);
             if (c->fd < 0) {
-                if (c != s) snprintf(why, sizeof why, "proxy %s: %s", c->url, err), snprintf(err, errlen, "%s", why);
+                if (c != s) { /* name the proxy: its failure moves to the next proxy, not the next server */
+                    snprintf(why, sizeof why, "GET %s/%s via proxy %s: %s", s->url, rel, c->url, err);
+                    snprintf(err, errlen, "%s", why);
+                }
                 return -1;
             }
             reused = 0;
@@ -951,7 +954,7 @@ static int http_get_once(struct server *s, struct server *via, const char *rel, 
         if (status > 0 && status != 200) *kind = FK_HTTP;
         else if (status < 0 && sink->bad) *kind = FK_BAD_DATA;
         if (status != 200)
-            snprintf(err, errlen, "GET %s/%s%s%s%s: %s", s->url, rel, c != s ? " via " : "", c != s ? c->url : "",
+            snprintf(err, errlen, "GET %s/%s%s%s%s: %s", s->url, rel, c != s ? " via proxy " : "", c != s ? c->url : "",
                      nocache ? " (no-cache)" : "", why);
         return status;
     }

@@ -1,0 +1,488 @@
+"""cvmfs-mini through HTTP proxies: Debian's real squid, started by each test on a loopback port with its
+own configuration, memory cache and access log, in front of a loopback origin that serves a published
+repository with the caching headers of a stratum-0/1 (Cache-Control: max-age=61 for .cvmfs*, 3 days
+for objects; no Last-Modified or ETag) and records every request (path, bytes, whether a proxy made it:
+squid adds a Via header).
+
+Shown: two clients through one squid, the second served from squid's cache; failover when a squid dies
+in the middle of a file; a squid holding a corrupted object is asked again with no-cache and the read
+succeeds; no request ever goes DIRECT unless the proxy list says DIRECT; a slow proxy that delivers within
+the deadline keeps its traffic. Figures are printed at the end of the module (pytest -s or -rA).
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import pwd
+import shutil
+import signal
+import socket
+import subprocess
+import tempfile
+import threading
+import time
+import urllib.request
+import zlib
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import pytest
+from cvmfs_helpers import FQRN, IS_ROOT, make_tree
+
+from cernvm_build.boot import client
+from cernvm_build.cvmfs.objects import object_relpath
+from cernvm_build.cvmfs.publish import PublishOptions, publish
+from cernvm_build.cvmfs.reader import Repository
+from cernvm_build.errors import MountError
+
+SMALL = dict(chunk_size=1 << 20, max_catalog_entries=25, min_catalog_entries=3, durable=False)
+SQUID = shutil.which("squid") or "/usr/sbin/squid"
+
+pytestmark = [
+    pytest.mark.skipif(not (IS_ROOT and os.path.exists("/dev/fuse")), reason="needs root and /dev/fuse"),
+    pytest.mark.skipif(not os.path.exists(SQUID), reason="squid not installed (tools/setup.sh)"),
+]
+
+FIGURES: list[str] = []
+
+
+def _free_port() -> int:
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+    s.close()
+    return port
+
+
+# ------------------------------------------------------------------------------------- the origin
+class OriginHandler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    server: "Origin"
+
+    def log_message(self, *args) -> None:
+        pass
+
+    def do_GET(self) -> None:
+        rel = self.path.split("?", 1)[0]
+        if rel.startswith("http://"):  # absolute form: only a proxy should receive that
+            rel = "/" + rel.split("/", 3)[3]
+        rel = rel.lstrip("/")
+        f = self.server.repo / rel
+        body = f.read_bytes() if rel and f.is_file() and "/txn/" not in rel else None
+        if body is not None and self.server.corrupt.get(rel, 0) > 0:
+            self.server.corrupt[rel] -= 1
+            body = zlib.compress(b"#!/bin/sh\necho evil\n")  # a valid zlib stream with the wrong SHA-1
+        if self.server.delay:
+            time.sleep(self.server.delay)
+        via = self.headers.get("Via")
+        with self.server.lock:
+            self.server.log.append((rel, via, len(body or b""), self.headers.get("Cache-Control")))
+        if body is None:
+            self.send_response_only(404)
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+            return
+        self.send_response_only(200)
+        self.send_header("Date", self.date_time_string())  # without it squid revalidates every hit
+        self.send_header("Content-Length", str(len(body)))
+        self.send_header("Cache-Control", "max-age=61" if rel.rsplit("/", 1)[-1].startswith(".cvmfs")
+                         else "max-age=259200")
+        self.end_headers()
+        try:
+            self.wfile.write(body)
+        except (BrokenPipeError, ConnectionResetError):  # a squid killed by the test
+            self.close_connection = True
+
+
+class Origin(ThreadingHTTPServer):
+    """The repository server (stratum-0/1 stand-in) on 127.0.0.1."""
+
+    daemon_threads = True
+
+    def __init__(self, repo: Path):
+        super().__init__(("127.0.0.1", 0), OriginHandler)
+        self.repo = repo
+        self.corrupt: dict[str, int] = {}  # relative path -> how many more times to send wrong bytes
+        self.delay = 0.0
+        self.lock = threading.Lock()
+        self.log: list[tuple[str, str | None, int, str | None]] = []  # (path, Via, bytes, Cache-Control)
+        threading.Thread(target=self.serve_forever, daemon=True).start()
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.server_address[1]}"
+
+    def handle_error(self, request, client_address) -> None:  # a squid killed mid-request: not news
+        pass
+
+    def direct(self) -> list[str]:
+        """Requests that came without a proxy (no Via header)."""
+        return [p for p, via, _, _ in self.log if not via]
+
+    def data_bytes(self, since: int = 0) -> int:
+        return sum(n for p, _, n, _ in self.log[since:] if p.startswith("data/"))
+
+    def stop(self) -> None:
+        self.shutdown()
+        self.server_close()
+
+
+# --------------------------------------------------------------------------------------- squid
+class Squid:
+    """squid -N -f CONFIG on a loopback port. Its files live in a directory owned by the proxy user (squid
+    drops root for it and must reach them: pytest's tmp_path is not traversable by other users), linked
+    from tmp_path and removed at the end. Memory cache only (no cache_dir): hits are TCP_MEM_HIT."""
+
+    def __init__(self, tmp_path: Path, name: str, host: str = "127.0.0.1"):
+        self.port = _free_port()
+        self.host = host
+        self.dir = Path(tempfile.mkdtemp(prefix=f"cvmfs-test-squid-{name}-"))
+        (tmp_path / f"squid-{name}").symlink_to(self.dir)
+        user = pwd.getpwnam("proxy")
+        os.chown(self.dir, user.pw_uid, user.pw_gid)
+        os.chmod(self.dir, 0o755)
+        self.config = self.dir / "squid.conf"
+        self.config.write_text(f"""\
+http_port {host}:{self.port}
+pid_filename {self.dir}/squid.pid
+access_log stdio:{self.dir}/access.log squid
+cache_log {self.dir}/cache.log
+cache_store_log none
+coredump_dir {self.dir}
+netdb_filename none
+cache_effective_user proxy
+visible_hostname cernvm-test-squid-{name}
+cache_mem 128 MB
+maximum_object_size_in_memory 16 MB
+maximum_object_size 64 MB
+memory_cache_mode always
+acl localnet src 127.0.0.0/8 10.0.2.0/24
+http_access allow localnet
+http_access deny all
+shutdown_lifetime 0 seconds
+logfile_rotate 0
+""")
+        self.proc: subprocess.Popen | None = None
+        # the service name prefixes squid's shared-memory segments (/dev/shm/NAME-*): one per instance
+        self.service = f"cvmfstest{self.port}"
+
+    @property
+    def url(self) -> str:
+        return f"http://{self.host}:{self.port}"
+
+    def start(self, wait: float = 30) -> "Squid":
+        out = open(self.dir / "stderr.log", "ab")
+        self.proc = subprocess.Popen([SQUID, "-N", "-n", self.service, "-f", str(self.config)], stdout=out,
+                                     stderr=out, start_new_session=True)
+        deadline = time.monotonic() + wait
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"squid exited {self.proc.returncode}:\n{self.tail()}")
+            try:
+                socket.create_connection((self.host, self.port), timeout=1).close()
+                return self
+            except OSError:
+                time.sleep(0.1)
+        self.stop()
+        raise RuntimeError(f"squid did not listen on {self.url} within {wait} s:\n{self.tail()}")
+
+    def tail(self) -> str:
+        return "".join((self.dir / f).read_text(errors="replace")[-3000:] for f in ("stderr.log", "cache.log")
+                       if (self.dir / f).exists())
+
+    def kill(self) -> None:
+        """Dies at once (SIGKILL), as a crashed proxy would."""
+        if self.proc and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait()
+
+    def stop(self) -> None:
+        if self.proc and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(15)
+            except subprocess.TimeoutExpired:
+                self.kill()
+
+    def access(self) -> list[tuple[str, str]]:
+        """(result code, URL) of each request squid logged (the log is written as requests complete)."""
+        f = self.dir / "access.log"
+        if not f.exists():
+            return []
+        rows = []
+        for line in f.read_text(errors="replace").splitlines():
+            parts = line.split()
+            if len(parts) >= 7 and not parts[6].startswith("error:"):  # not the start-up probe's connection
+                rows.append((parts[3].split("/")[0], parts[6]))
+        return rows
+
+    def codes(self, rel: str, n: int, wait: float = 5) -> list[str]:
+        """Result codes of the requests for REL, once at least N are logged (squid logs a request after
+        it ends, which can be a moment after the client has its response)."""
+        deadline = time.monotonic() + wait
+        while True:
+            got = [code for code, url in self.access() if url.endswith("/" + rel)]
+            if len(got) >= n or time.monotonic() > deadline:
+                return got
+            time.sleep(0.05)
+
+    def cleanup(self) -> None:
+        self.stop()
+        shutil.rmtree(self.dir, ignore_errors=True)
+        for f in Path("/dev/shm").glob(f"{self.service}-*"):  # left behind by a killed squid
+            f.unlink(missing_ok=True)
+
+
+@pytest.fixture
+def squids(tmp_path):
+    made: list[Squid] = []
+
+    def make(name: str, host: str = "127.0.0.1") -> Squid:
+        s = Squid(tmp_path, name, host).start()
+        made.append(s)
+        return s
+
+    yield make
+    for s in made:
+        s.cleanup()
+
+
+# ------------------------------------------------------------------------------------ fixtures
+@pytest.fixture(scope="session")
+def binary() -> Path:
+    return client.build_client()
+
+
+@pytest.fixture
+def origin(repo, keys, tmp_path):
+    tree = make_tree(tmp_path / "tree")
+    r = publish(tree, repo, keys, PublishOptions(tag="v1", **SMALL))
+    o = Origin(repo)
+    yield tree, o, r
+    o.stop()
+
+
+def _opts(origin: Origin, keys: Path, cache: Path, proxy: str | None, **kw) -> client.ClientOptions:
+    kw.setdefault("timeout", 5)
+    kw.setdefault("retries", 1)
+    return client.ClientOptions(urls=[origin.url], pubkeys=[keys / f"{FQRN}.pub"], cache_dir=cache, proxy=proxy,
+                                connect_timeout=2, **kw)
+
+
+def _mnt(tmp_path: Path, name: str = "mnt") -> Path:
+    m = tmp_path / name
+    m.mkdir(exist_ok=True)
+    return m
+
+
+def _files(tree: Path) -> list[str]:
+    return sorted(str(p.relative_to(tree)) for p in tree.rglob("*") if p.is_file() and not p.is_symlink())
+
+
+def _read_all(mnt: Path, tree: Path, files: list[str]) -> int:
+    n = 0
+    for rel in files:
+        assert (mnt / rel).read_bytes() == (tree / rel).read_bytes(), rel
+        n += 1
+    return n
+
+
+def _xattr(mnt: Path, name: str) -> str:
+    return os.getxattr(mnt, f"user.{name}").decode()
+
+
+def _objects(rows: list[tuple[str, str]]) -> list[tuple[str, str]]:
+    return [(code, url) for code, url in rows if "/data/" in url]
+
+
+# --------------------------------------------------------------------------------------- tests
+def test_two_clients_through_one_squid_second_is_served_from_its_cache(origin, keys, tmp_path, binary, squids):
+    tree, o, _ = origin
+    sq = squids("shared")
+    files = _files(tree)
+    with client.start(_opts(o, keys, tmp_path / "cache1", sq.url), _mnt(tmp_path, "m1"), binary) as c1:
+        _read_all(tmp_path / "m1", tree, files)
+        assert _xattr(tmp_path / "m1", "proxy") == sq.url
+        rx1 = int(_xattr(tmp_path / "m1", "rx_bytes"))
+    first_requests, first_bytes = len(o.log), o.data_bytes()
+    rows1 = len(sq.access())
+    with client.start(_opts(o, keys, tmp_path / "cache2", sq.url), _mnt(tmp_path, "m2"), binary):
+        _read_all(tmp_path / "m2", tree, files)
+        rx2 = int(_xattr(tmp_path / "m2", "rx_bytes"))
+    second = o.log[first_requests:]
+    rows2 = sq.access()[rows1:]
+    objs = _objects(rows2)
+    hits = [c for c, _ in objs if c in ("TCP_HIT", "TCP_MEM_HIT")]
+    assert not o.direct(), o.direct()  # every request to the origin came through squid
+    assert objs and len(hits) == len(objs), objs  # every object of the second client: a cache hit
+    assert o.data_bytes(first_requests) == 0 and not [p for p, *_ in second if p.startswith("data/")], second
+    assert first_bytes > 3 << 20  # the first client's objects did come from the origin (big file: 3 MB)
+    assert "is corrupted" not in c1.output()
+    FIGURES.append(f"two clients, one squid: {len(files)} files; origin sent {first_bytes} object bytes in "
+                   f"{first_requests} requests for client 1, {o.data_bytes(first_requests)} object bytes in "
+                   f"{len(second)} requests ({', '.join(sorted({p for p, *_ in second})) or 'none'}) for client 2; "
+                   f"client 2: {len(hits)}/{len(objs)} object requests {sorted(set(hits))}; "
+                   f"client rx {rx1} / {rx2} bytes")
+
+
+def test_failover_when_the_proxy_dies_in_the_middle_of_a_file(origin, keys, tmp_path, binary, squids):
+    """Two load-balanced members of one group: the client starts on the member its machine hashes to; that
+    squid is killed after the first chunk of a 3-chunk file; the rest comes through the other member."""
+    tree, o, _ = origin
+    a, b = squids("a"), squids("b")
+    mnt = _mnt(tmp_path)
+    big = (tree / "usr/share/data/big.bin").read_bytes()
+    with client.start(_opts(o, keys, tmp_path / "cache", f"{a.url}|{b.url}"), mnt, binary) as c:
+        first = _xattr(mnt, "proxy")
+        assert first in (a.url, b.url)
+        dead, other = (a, b) if first == a.url else (b, a)
+        with open(mnt / "usr/share/data/big.bin", "rb") as f:
+            head = f.read(1 << 20)  # the first chunk, through the first proxy
+            dead.kill()
+            t0 = time.monotonic()
+            rest = f.read()
+            took = time.monotonic() - t0
+        assert head + rest == big
+        _read_all(mnt, tree, _files(tree))
+        assert _xattr(mnt, "proxy") == other.url
+        assert int(_xattr(mnt, "proxy_failovers")) == 1 and int(_xattr(mnt, "host_failovers")) == 0
+        assert f"switching proxy from {dead.url} to {other.url}" in c.output()
+    assert _objects(other.access()), "the surviving squid served nothing"
+    assert not o.direct(), o.direct()
+    assert took < 5, took
+    FIGURES.append(f"proxy killed mid-file: the remaining 2 chunks (2 MiB) read in {took:.2f} s through the other "
+                   f"member ({len(_objects(other.access()))} object requests there); started on "
+                   f"{'a' if first == a.url else 'b'} (machine hash)")
+
+
+def test_groups_are_tried_in_order_and_the_backup_group_takes_over(origin, keys, tmp_path, binary, squids):
+    tree, o, _ = origin
+    primary, backup = squids("primary"), squids("backup")
+    mnt = _mnt(tmp_path)
+    with client.start(_opts(o, keys, tmp_path / "cache", f"{primary.url};{backup.url}"), mnt, binary):
+        assert (mnt / "etc/hostname").read_bytes() == (tree / "etc/hostname").read_bytes()
+        assert _xattr(mnt, "proxy") == primary.url and not backup.access()
+        primary.kill()
+        t0 = time.monotonic()
+        _read_all(mnt, tree, _files(tree))
+        took = time.monotonic() - t0
+        assert _xattr(mnt, "proxy") == backup.url
+    assert _objects(backup.access()) and not o.direct()
+    FIGURES.append(f"primary group killed: every file read through the backup group in {took:.2f} s")
+
+
+def test_corrupted_object_in_squid_is_fetched_again_with_no_cache(origin, repo, keys, tmp_path, binary, squids):
+    """The origin sends one wrong copy of an object; a request through squid caches it (3 days). The
+    client gets the poisoned copy from squid's cache, refuses it (SHA-1), asks again with no-cache: squid
+    refetches from the origin, which is honest now; later clients get the good copy from squid's cache."""
+    tree, o, _ = origin
+    sq = squids("poisoned")
+    with Repository(repo) as rr:
+        rel = object_relpath(rr.lookup("/bin/tool").hash)
+    o.corrupt[rel] = 1
+    opener = urllib.request.build_opener(urllib.request.ProxyHandler({"http": sq.url}))
+    poisoned = opener.open(f"{o.url}/{rel}", timeout=10).read()
+    assert poisoned == zlib.compress(b"#!/bin/sh\necho evil\n")
+    assert opener.open(f"{o.url}/{rel}", timeout=10).read() == poisoned  # squid keeps serving it
+    mnt = _mnt(tmp_path)
+    with client.start(_opts(o, keys, tmp_path / "cache", sq.url), mnt, binary) as c:
+        assert (mnt / "bin/tool").read_bytes() == (tree / "bin/tool").read_bytes()
+        assert "retrying with no-cache" in c.output()
+    codes = sq.codes(rel, 4)  # two priming requests, then the client's two
+    assert codes[:2] == ["TCP_MISS", "TCP_MEM_HIT"], codes
+    assert codes[2] == "TCP_MEM_HIT" and codes[3] in ("TCP_MISS", "TCP_CLIENT_REFRESH_MISS"), codes
+    asked = [cc for p, _, _, cc in o.log if p == rel]  # what squid asked the origin for this object
+    assert len(asked) == 2 and "no-cache" in (asked[1] or ""), asked
+    mnt2 = _mnt(tmp_path, "m2")
+    with client.start(_opts(o, keys, tmp_path / "cache2", sq.url), mnt2, binary) as c2:
+        assert (mnt2 / "bin/tool").read_bytes() == (tree / "bin/tool").read_bytes()
+        assert "no-cache" not in c2.output()
+    assert sq.codes(rel, 5)[4:] == ["TCP_MEM_HIT"]
+    assert not o.direct()
+    FIGURES.append(f"poisoned squid: squid log for the object {codes} then a hit for the next client")
+
+
+def test_never_direct_unless_the_list_says_direct(origin, keys, tmp_path, binary, squids):
+    tree, o, _ = origin
+    dead1, dead2 = f"http://127.0.0.1:{_free_port()}", f"http://127.0.0.1:{_free_port()}"
+    mnt = _mnt(tmp_path)
+    # every proxy dead: a one-line refusal, and the origin never hears from the client
+    t0 = time.monotonic()
+    with pytest.raises(MountError, match=r"cannot fetch \.cvmfspublished: GET \S+ via proxy http://127\.0\.0\.1:\d+: cannot connect"):
+        client.start(_opts(o, keys, tmp_path / "cache", f"{dead1}|{dead2};{dead2}"), mnt, binary)
+    refused_in = time.monotonic() - t0
+    assert o.log == []
+    # mounted through squid, then squid dies: reads of what is not cached are EIO, still nothing direct
+    sq = squids("only")
+    with client.start(_opts(o, keys, tmp_path / "cache", sq.url), mnt, binary):
+        assert (mnt / "etc/hostname").read_bytes() == (tree / "etc/hostname").read_bytes()
+        sq.kill()
+        t0 = time.monotonic()
+        with pytest.raises(OSError) as exc:
+            (mnt / "usr/share/data/big.bin").read_bytes()
+        eio_in = time.monotonic() - t0
+        assert exc.value.errno == errno.EIO
+        assert (mnt / "etc/hostname").read_bytes() == (tree / "etc/hostname").read_bytes()  # cached: still there
+    assert o.log and not o.direct(), o.direct()
+    # DIRECT named as the last group: used once the proxies fail
+    n = len(o.log)
+    with client.start(_opts(o, keys, tmp_path / "cache3", f"{dead1};DIRECT"), mnt, binary):
+        _read_all(mnt, tree, ["etc/hostname", "usr/share/data/big.bin"])
+        assert _xattr(mnt, "proxy") == "DIRECT"
+    assert len(o.direct()) == len(o.log) - n > 0
+    FIGURES.append(f"all proxies dead: mount refused in {refused_in:.2f} s with 0 origin requests; squid killed "
+                   f"after mounting: EIO in {eio_in:.2f} s, 0 direct requests; '{{dead}};DIRECT': "
+                   f"{len(o.direct())} direct requests")
+
+
+class SlowProxyHandler(BaseHTTPRequestHandler):
+    """A forward proxy that trickles each response: 32 KiB every 0.2 s (160 KiB/s): slow, never idle."""
+
+    protocol_version = "HTTP/1.1"
+
+    def log_message(self, *args) -> None:
+        pass
+
+    def do_GET(self) -> None:
+        self.server.requests.append(self.path)
+        with urllib.request.urlopen(self.path, timeout=10) as r:
+            body = r.read()
+        self.send_response_only(200)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        for i in range(0, len(body), 32768):
+            self.wfile.write(body[i:i + 32768])
+            self.wfile.flush()
+            time.sleep(0.2)
+
+
+def test_a_slow_proxy_that_delivers_within_the_deadline_keeps_the_traffic(origin, keys, tmp_path, binary, squids):
+    """cvmfs issue 4445: a site proxy declared dead for being slow sent a site's traffic off-site. Here the
+    slow proxy (160 KiB/s, never 2 s idle) delivers a 1 MiB chunk in ~7 s within the 15 s deadline: the
+    backup group (a squid) sees nothing."""
+    tree, o, _ = origin
+    slow = ThreadingHTTPServer(("127.0.0.1", 0), SlowProxyHandler)
+    slow.daemon_threads = True
+    slow.requests = []
+    threading.Thread(target=slow.serve_forever, daemon=True).start()
+    backup = squids("backup")
+    mnt = _mnt(tmp_path)
+    spec = f"http://127.0.0.1:{slow.server_address[1]};{backup.url}"
+    try:
+        with client.start(_opts(o, keys, tmp_path / "cache", spec, timeout=2, deadline=15), mnt, binary):
+            t0 = time.monotonic()
+            with open(mnt / "usr/share/data/big.bin", "rb") as f:
+                assert f.read(1 << 20) == (tree / "usr/share/data/big.bin").read_bytes()[:1 << 20]
+            took = time.monotonic() - t0
+            assert _xattr(mnt, "proxy_failovers") == "0"
+    finally:
+        slow.shutdown()
+        slow.server_close()
+    assert backup.access() == [] and slow.requests
+    assert took > 3, took  # it really was slow
+    FIGURES.append(f"slow proxy (160 KiB/s): a 1 MiB chunk in {took:.1f} s, 0 failovers, backup squid unused")
+
+
+def test_figures():
+    print("\n" + "\n".join(FIGURES))
