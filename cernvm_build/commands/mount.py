@@ -24,8 +24,8 @@ def register(sub: "argparse._SubParsersAction") -> None:
                    help="seconds without a byte from a server before the next is tried (default 20)")
     p.add_argument("--deadline", type=int, metavar="S", help="seconds for one whole request (default 120)")
     p.add_argument("--proxy", metavar="SPEC",
-                   help="HTTP proxies, CVMFS_HTTP_PROXY syntax: groups separated by ';' tried in order, members "
-                        "separated by '|' share the load, DIRECT = no proxy (used only where named), e.g. "
+                   help="HTTP proxies, CVMFS_HTTP_PROXY syntax: groups separated by ';' tried in order, "
+                        "members separated by '|' share the load, DIRECT = no proxy (used only where named), e.g. "
                         "'http://squid1:3128|http://squid2:3128;DIRECT'. Default: no proxy")
     p.add_argument("--foreground", "-f", action="store_true", help="stay in the foreground until unmounted")
     p.add_argument("--debug", action="store_true", help="log every fetch")

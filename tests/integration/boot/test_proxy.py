@@ -266,8 +266,8 @@ def origin(repo, keys, tmp_path):
 def _opts(origin: Origin, keys: Path, cache: Path, proxy: str | None, **kw) -> client.ClientOptions:
     kw.setdefault("timeout", 5)
     kw.setdefault("retries", 1)
-    return client.ClientOptions(urls=[origin.url], pubkeys=[keys / f"{FQRN}.pub"], cache_dir=cache, proxy=proxy,
-                                connect_timeout=2, **kw)
+    return client.ClientOptions(urls=[origin.url], pubkeys=[keys / f"{FQRN}.pub"], cache_dir=cache,
+                                proxy=proxy, connect_timeout=2, **kw)
 
 
 def _mnt(tmp_path: Path, name: str = "mnt") -> Path:
@@ -297,7 +297,8 @@ def _objects(rows: list[tuple[str, str]]) -> list[tuple[str, str]]:
 
 
 # --------------------------------------------------------------------------------------- tests
-def test_two_clients_through_one_squid_second_is_served_from_its_cache(origin, keys, tmp_path, binary, squids):
+def test_two_clients_through_one_squid_second_is_served_from_its_cache(origin, keys, tmp_path, binary,
+                                                                       squids):
     tree, o, _ = origin
     sq = squids("shared")
     files = _files(tree)
@@ -321,7 +322,8 @@ def test_two_clients_through_one_squid_second_is_served_from_its_cache(origin, k
     assert "is corrupted" not in c1.output()
     FIGURES.append(f"two clients, one squid: {len(files)} files; origin sent {first_bytes} object bytes in "
                    f"{first_requests} requests for client 1, {o.data_bytes(first_requests)} object bytes in "
-                   f"{len(second)} requests ({', '.join(sorted({p for p, *_ in second})) or 'none'}) for client 2; "
+                   f"{len(second)} requests ({', '.join(sorted({p for p, *_ in second})) or 'none'}) "
+                   f"for client 2; "
                    f"client 2: {len(hits)}/{len(objs)} object requests {sorted(set(hits))}; "
                    f"client rx {rx1} / {rx2} bytes")
 
@@ -351,8 +353,8 @@ def test_failover_when_the_proxy_dies_in_the_middle_of_a_file(origin, keys, tmp_
     assert _objects(other.access()), "the surviving squid served nothing"
     assert not o.direct(), o.direct()
     assert took < 5, took
-    FIGURES.append(f"proxy killed mid-file: the remaining 2 chunks (2 MiB) read in {took:.2f} s through the other "
-                   f"member ({len(_objects(other.access()))} object requests there); started on "
+    FIGURES.append(f"proxy killed mid-file: the remaining 2 chunks (2 MiB) read in {took:.2f} s through the "
+                   f"other member ({len(_objects(other.access()))} object requests there); started on "
                    f"{'a' if first == a.url else 'b'} (machine hash)")
 
 
@@ -372,7 +374,8 @@ def test_groups_are_tried_in_order_and_the_backup_group_takes_over(origin, keys,
     FIGURES.append(f"primary group killed: every file read through the backup group in {took:.2f} s")
 
 
-def test_corrupted_object_in_squid_is_fetched_again_with_no_cache(origin, repo, keys, tmp_path, binary, squids):
+def test_corrupted_object_in_squid_is_fetched_again_with_no_cache(origin, repo, keys, tmp_path, binary,
+                                                                   squids):
     """The origin sends one wrong copy of an object; a request through squid caches it (3 days). The
     client gets the poisoned copy from squid's cache, refuses it (SHA-1), asks again with no-cache: squid
     refetches from the origin, which is honest now; later clients get the good copy from squid's cache."""
@@ -409,7 +412,8 @@ def test_never_direct_unless_the_list_says_direct(origin, keys, tmp_path, binary
     mnt = _mnt(tmp_path)
     # every proxy dead: a one-line refusal, and the origin never hears from the client
     t0 = time.monotonic()
-    with pytest.raises(MountError, match=r"cannot fetch \.cvmfspublished: GET \S+ via proxy http://127\.0\.0\.1:\d+: cannot connect"):
+    refusal = r"cannot fetch \.cvmfspublished: GET \S+ via proxy http://127\.0\.0\.1:\d+: cannot connect"
+    with pytest.raises(MountError, match=refusal):
         client.start(_opts(o, keys, tmp_path / "cache", f"{dead1}|{dead2};{dead2}"), mnt, binary)
     refused_in = time.monotonic() - t0
     assert o.log == []
@@ -423,7 +427,8 @@ def test_never_direct_unless_the_list_says_direct(origin, keys, tmp_path, binary
             (mnt / "usr/share/data/big.bin").read_bytes()
         eio_in = time.monotonic() - t0
         assert exc.value.errno == errno.EIO
-        assert (mnt / "etc/hostname").read_bytes() == (tree / "etc/hostname").read_bytes()  # cached: still there
+        # cached: still there
+        assert (mnt / "etc/hostname").read_bytes() == (tree / "etc/hostname").read_bytes()
     assert o.log and not o.direct(), o.direct()
     # DIRECT named as the last group: used once the proxies fail
     n = len(o.log)
@@ -431,8 +436,9 @@ def test_never_direct_unless_the_list_says_direct(origin, keys, tmp_path, binary
         _read_all(mnt, tree, ["etc/hostname", "usr/share/data/big.bin"])
         assert _xattr(mnt, "proxy") == "DIRECT"
     assert len(o.direct()) == len(o.log) - n > 0
-    FIGURES.append(f"all proxies dead: mount refused in {refused_in:.2f} s with 0 origin requests; squid killed "
-                   f"after mounting: EIO in {eio_in:.2f} s, 0 direct requests; '{{dead}};DIRECT': "
+    FIGURES.append(f"all proxies dead: mount refused in {refused_in:.2f} s with 0 origin requests; "
+                   f"squid killed after mounting: EIO in {eio_in:.2f} s, 0 direct requests; "
+                   f"'{{dead}};DIRECT': "
                    f"{len(o.direct())} direct requests")
 
 
@@ -457,7 +463,8 @@ class SlowProxyHandler(BaseHTTPRequestHandler):
             time.sleep(0.2)
 
 
-def test_a_slow_proxy_that_delivers_within_the_deadline_keeps_the_traffic(origin, keys, tmp_path, binary, squids):
+def test_a_slow_proxy_that_delivers_within_the_deadline_keeps_the_traffic(origin, keys, tmp_path, binary,
+                                                                          squids):
     """cvmfs issue 4445: a site proxy declared dead for being slow sent a site's traffic off-site. Here the
     slow proxy (160 KiB/s, never 2 s idle) delivers a 1 MiB chunk in ~7 s within the 15 s deadline: the
     backup group (a squid) sees nothing."""
