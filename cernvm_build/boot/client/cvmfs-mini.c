@@ -1044,7 +1044,7 @@ static int http_get(const char *rel, struct sink *sink, char *err, size_t errlen
             if (st != 404) all404 = 0;
             if (kind == FK_BAD_DATA && !nocache) {
                 nocache = 1; /* once more, asking caches on the way for a fresh copy */
-                logmsg("%s; retrying with no-cache", err);
+                DEBUG("%s; retrying with no-cache", err); /* the final failure, if any, is the one line */
                 continue;
             }
             int host_failure = !via || via->direct || st == 400 || st == 404 || st == 429 || (st >= 500 && st < 600);
@@ -1055,8 +1055,7 @@ static int http_get(const char *rel, struct sink *sink, char *err, size_t errlen
                     continue;
                 }
                 /* every proxy failed for this request: a server failure, proxies start over */
-                if (proxy_group != 0)
-                    logmsg("all proxies failed (%s); back to proxy group 1 with the next server", err);
+                if (proxy_group != 0) logmsg("all proxies failed; back to the first proxy group");
                 proxy_group = 0;
                 burned = 0;
             }
@@ -1064,7 +1063,7 @@ static int http_get(const char *rel, struct sink *sink, char *err, size_t errlen
             DEBUG("%s", err);
             preferred_server = (preferred_server + 1) % opt.nservers;
             stat_host_failovers++;
-            logmsg("switching server to %s (%s)", servers[preferred_server].url, err);
+            DEBUG("switching server to %s", servers[preferred_server].url); /* as before: quiet */
         }
         if (all404) break; /* the object is not there: retrying does not help */
     }
