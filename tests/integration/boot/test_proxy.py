@@ -239,9 +239,9 @@ def squids(tmp_path):
     made: list[Squid] = []
 
     def make(name: str, host: str = "127.0.0.1") -> Squid:
-        s = Squid(tmp_path, name, host).start()
-        made.append(s)
-        return s
+        s = Squid(tmp_path, name, host)
+        made.append(s)  # cleaned up even when it fails to start
+        return s.start()
 
     yield make
     for s in made:
