@@ -26,6 +26,8 @@ OS_PACKAGES=(
   wget
   # fuzzing the boot client's parsers (libFuzzer + ASan/UBSan runtimes ship with Debian's clang 14)
   clang libclang-rt-14-dev
+  # proxies (issue 13): the boot client's proxy tests start their own squid (squid -N -f CONFIG)
+  squid
 )
 
 missing=()
@@ -40,7 +42,22 @@ if ((${#missing[@]})); then
   echo "setup: installing ${missing[*]}" >&2
   export DEBIAN_FRONTEND=noninteractive
   apt-get update -qq -o DPkg::Lock::Timeout=300
-  apt-get install -y -qq -o DPkg::Lock::Timeout=300 --no-install-recommends "${missing[@]}" >/dev/null
+  # no service may start while installing (squid's package would start a system squid on port 3128;
+  # the tests start their own): policy-rc.d says "denied" for the length of this install only
+  policy=/usr/sbin/policy-rc.d
+  made_policy=
+  if [ ! -e "$policy" ]; then
+    printf '#!/bin/sh\nexit 101\n' > "$policy" && chmod 755 "$policy" && made_policy=1
+  fi
+  apt-get install -y -qq -o DPkg::Lock::Timeout=300 --no-install-recommends "${missing[@]}" >/dev/null || { [ -z "$made_policy" ] || rm -f "$policy"; exit 1; }
+  [ -z "$made_policy" ] || rm -f "$policy"
+fi
+# a system squid (started earlier, or by hand) is not used by anything here: keep it stopped and off
+if [ -x /etc/init.d/squid ] && [ "$(id -u)" = 0 ]; then
+  update-rc.d squid disable >/dev/null 2>&1 || true
+  if [ -s /run/squid.pid ] && kill -0 "$(cat /run/squid.pid)" 2>/dev/null; then
+    /etc/init.d/squid stop >/dev/null 2>&1 || true
+  fi
 fi
 
 stamp=.venv/.cernvm-build-setup

@@ -5,6 +5,8 @@
 # Kernel command line (overrides the defaults built into /etc/cernvm/boot.conf):
 #   cvmfs.url=URL[;URL2]  cvmfs.tag=TAG  cvmfs.root_hash=HASH  cvmfs.rebase=1
 #   cvmfs.scratch=LABEL   cvmfs.cache_size=MB  cvmfs.error_timeout=SECONDS  cvmfs.debug=1  init=PATH
+#   cvmfs.proxy=SPEC      HTTP proxies (CVMFS_HTTP_PROXY syntax: "http://p1:3128|http://p2:3128;DIRECT");
+#                         ';' and '|' need no quoting here: the words of /proc/cmdline are never evaluated
 #   cvmfs.min_revision=N  refuse a repository whose manifest is older than revision N (a stale server or
 #                         a replay; with a scratch disk the client also remembers the newest revision seen)
 # stay/rebase: with a scratch disk the root hash mounted on first boot is recorded there and booted
@@ -41,6 +43,7 @@ TAG_FROM_CMDLINE=
 ROOT_HASH_FROM_CMDLINE=
 DEBUG=
 MIN_REVISION=${CVMFS_MIN_REVISION:-}
+PROXY=${CVMFS_HTTP_PROXY:-}
 set -f
 for arg in $(cat /proc/cmdline); do
     case "$arg" in
@@ -53,6 +56,7 @@ for arg in $(cat /proc/cmdline); do
         cvmfs.error_timeout=*) ERROR_TIMEOUT="${arg#cvmfs.error_timeout=}" ;;
         cvmfs.debug=*) DEBUG="${arg#cvmfs.debug=}" ;;
         cvmfs.min_revision=*) MIN_REVISION="${arg#cvmfs.min_revision=}" ;;
+        cvmfs.proxy=*) PROXY="${arg#cvmfs.proxy=}" ;;
         init=*) INIT="${arg#init=}" ;;
     esac
 done
@@ -142,8 +146,12 @@ CLIENT_DEBUG=
 [ "$DEBUG" = 1 ] && CLIENT_DEBUG=--debug
 MIN_REV_ARG=
 [ -n "$MIN_REVISION" ] && MIN_REV_ARG="--min-revision $MIN_REVISION"
+[ -n "$PROXY" ] && say "proxies: $PROXY"
+# --proxy and its value as two quoted words only when set ("$@" keeps ';' and '|' literal)
+set --
+[ -n "$PROXY" ] && set -- --proxy "$PROXY"
 # shellcheck disable=SC2086
-/sbin/cvmfs-mini --url "$CVMFS_URL" $keys $SELECT --cache "$RW/cache" --cache-size "$CACHE_MB" \
+/sbin/cvmfs-mini --url "$CVMFS_URL" "$@" $keys $SELECT --cache "$RW/cache" --cache-size "$CACHE_MB" \
     --root-hash-file "$RW/cernvm/root_hash.new" --root-daemon --log /dev/console $CLIENT_DEBUG $MIN_REV_ARG "$RO" \
     || fail "cannot mount the snapshot from $CVMFS_URL (see the message above)"
 if [ -n "$RECORD" ] && [ -n "$SCRATCH" ]; then

@@ -160,6 +160,7 @@ class BootConfig:
     cache_mb: int = 2048
     error_timeout: int = 60
     min_revision: int | None = None      # refuse a repository older than this (cvmfs.min_revision=)
+    proxy: str | None = None             # CVMFS_HTTP_PROXY syntax (cvmfs.proxy=); None: DIRECT
 
     def shell(self, build_id: str, kernel_version: str) -> str:
         values = {"CVMFS_URL": self.repo_url, "CVMFS_TAG": self.tag or "", "CVMFS_ROOT_HASH": self.root_hash or "",
@@ -167,6 +168,8 @@ class BootConfig:
                   "ERROR_TIMEOUT": str(self.error_timeout), "BUILD_ID": build_id, "KERNEL_VERSION": kernel_version}
         if self.min_revision is not None:   # only when set: ISOs without it keep their bytes
             values["CVMFS_MIN_REVISION"] = str(self.min_revision)
+        if self.proxy:                      # likewise
+            values["CVMFS_HTTP_PROXY"] = self.proxy
         return "".join(f"{k}={shlex.quote(v)}\n" for k, v in values.items())
 
 

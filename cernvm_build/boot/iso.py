@@ -52,6 +52,7 @@ class IsoOptions:
     tag: str | None = None                # with root_hash: a label; alone: the tag booted
     root_hash: str | None = None          # the snapshot booted (cvmfs.rebase=1 moves on to the newest)
     min_revision: int | None = None       # no older repository revision is ever mounted (replays, stale proxies)
+    proxy: str | None = None              # HTTP proxies, CVMFS_HTTP_PROXY syntax (cvmfs.proxy= overrides)
     append: str = ""
     modules: tuple[str, ...] = DEFAULT_MODULES
     kernel_package: str | None = None
@@ -143,7 +144,7 @@ def build_iso(out: str | Path, opts: IsoOptions) -> IsoResult:
     epoch = source_date_epoch(0)
     config = BootConfig(repo_url=opts.repo_url, tag=opts.tag, root_hash=opts.root_hash,
                         scratch_label=opts.scratch_label, cache_mb=opts.cache_mb, error_timeout=opts.error_timeout,
-                        min_revision=opts.min_revision)
+                        min_revision=opts.min_revision, proxy=opts.proxy)
     cmdline = " ".join(x for x in (CONSOLE_ARGS, opts.append.strip()) if x)
     out = Path(out)
     with tempfile.TemporaryDirectory(prefix="iso-", dir=out.parent if out.parent.exists() else None) as tmp:

@@ -19,6 +19,11 @@ def register(sub: "argparse._SubParsersAction") -> None:
                    "cvmfs.rebase=1 moves to the newest revision)")
     p.add_argument("--min-revision", type=int, metavar="N",
                    help="never mount a repository revision older than N (cvmfs.min_revision= overrides)")
+    p.add_argument("--proxy", metavar="SPEC",
+                   help="HTTP proxies the booted machine uses, CVMFS_HTTP_PROXY syntax: groups separated "
+                        "by ';' tried in order, members separated by '|' share the load, DIRECT = no proxy (only "
+                        "where named), e.g. 'http://squid1:3128|http://squid2:3128;DIRECT'; kernel parameter "
+                        "cvmfs.proxy= overrides. Default: no proxy")
     p.add_argument("-o", "--output", required=True, type=Path, help="ISO file to write")
     p.add_argument("--append", default="", help="extra kernel command-line arguments")
     p.add_argument("--module", action="append", default=[], help="extra kernel module for the initramfs")
@@ -41,7 +46,8 @@ def _iso(args: argparse.Namespace) -> int:
     from cernvm_build.store.fetch import FetchOptions
 
     opts = IsoOptions(boot_lock=args.boot_lock, repo_url=args.repo_url, pubkeys=args.pubkey, tag=args.tag,
-                      root_hash=args.root_hash, min_revision=args.min_revision, append=args.append,
+                      root_hash=args.root_hash, min_revision=args.min_revision, proxy=args.proxy,
+                      append=args.append,
                       modules=tuple(dict.fromkeys([*DEFAULT_MODULES, *args.module])),
                       kernel_package=args.kernel_package, scratch_label=args.scratch_label,
                       cache_mb=args.cache_size, error_timeout=args.error_timeout, client_lock=args.client_lock,

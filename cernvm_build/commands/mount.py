@@ -23,6 +23,10 @@ def register(sub: "argparse._SubParsersAction") -> None:
     p.add_argument("--timeout", type=int, default=20, metavar="S",
                    help="seconds without a byte from a server before the next is tried (default 20)")
     p.add_argument("--deadline", type=int, metavar="S", help="seconds for one whole request (default 120)")
+    p.add_argument("--proxy", metavar="SPEC",
+                   help="HTTP proxies, CVMFS_HTTP_PROXY syntax: groups separated by ';' tried in order, "
+                        "members separated by '|' share the load, DIRECT = no proxy (used only where named), e.g. "
+                        "'http://squid1:3128|http://squid2:3128;DIRECT'. Default: no proxy")
     p.add_argument("--foreground", "-f", action="store_true", help="stay in the foreground until unmounted")
     p.add_argument("--debug", action="store_true", help="log every fetch")
     p.set_defaults(func=_mount)
@@ -35,7 +39,8 @@ def _mount(args: argparse.Namespace) -> int:
     opts = client.ClientOptions(urls=[args.url], pubkeys=args.pubkey, tag=args.tag, root_hash=args.root_hash,
                                 cache_dir=args.cache or default_cache_dir() / "boot" / "mount-cache",
                                 cache_size_mb=args.cache_size, debug=args.debug, min_revision=args.min_revision,
-                                timeout=args.timeout, deadline=args.deadline)
+                                timeout=args.timeout, deadline=args.deadline,
+                                proxy=args.proxy)
     binary = client.build_client()
     if args.foreground:
         try:

@@ -90,6 +90,7 @@ class ClientOptions:
     connect_timeout: int | None = None
     deadline: int | None = None  # seconds for one whole request (default: the client's, 120)
     min_revision: int | None = None  # refuse manifests older than this revision
+    proxy: str | None = None  # CVMFS_HTTP_PROXY syntax: "p1|p2;p3;DIRECT"; None: every request DIRECT
     root_hash_file: Path | None = None
     extra: list[str] = field(default_factory=list)
 
@@ -113,6 +114,8 @@ class ClientOptions:
             cmd += ["--deadline", str(self.deadline)]
         if self.min_revision is not None:
             cmd += ["--min-revision", str(self.min_revision)]
+        if self.proxy:
+            cmd += ["--proxy", self.proxy]
         if self.fqrn:
             cmd += ["--fqrn", self.fqrn]
         if self.root_hash_file:

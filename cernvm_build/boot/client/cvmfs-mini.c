@@ -53,6 +53,9 @@
 #define PROG "cvmfs-mini"
 #define MAX_SERVERS 16
 #define MAX_KEYS 8
+#define MAX_PROXIES 32
+#define MAX_PROXY_GROUPS 16
+#define MAX_PROXY_SPEC 4096
 
 /* catalog flags */
 #define F_DIR 1
@@ -92,6 +95,7 @@ static uint64_t zlib_bound(uint64_t n) { return n + ((n + 7) >> 3) + ((n + 63) >
 static struct {
     char *servers[MAX_SERVERS];
     int nservers;
+    char *proxy; /* CVMFS_HTTP_PROXY syntax; NULL: no proxy (DIRECT) */
     char *pubkeys[MAX_KEYS];
     int npubkeys;
     char *fqrn;
@@ -213,6 +217,7 @@ struct sink {
     int zinit, zend;
     unsigned char *mem;
     size_t memcap;
+    int bad; /* the content is wrong (hash, zlib): a proxy may hold a corrupted copy */
     char err[400];
 };
 
@@ -241,6 +246,7 @@ static void sink_free(struct sink *s) {
 static int sink_reset(struct sink *s) {
     s->in_len = s->out_len = 0;
     s->zend = 0;
+    s->bad = 0;
     s->err[0] = 0;
     if (s->expect) {
         if (!s->md && !(s->md = EVP_MD_CTX_new())) goto nomem;
@@ -321,6 +327,7 @@ static int sink_write(struct sink *s, const unsigned char *p, size_t n) {
     if (s->zend) {
         if (n) {
             snprintf(s->err, sizeof s->err, "%s has data after the end of its zlib stream", s->what);
+            s->bad = 1;
             return -1;
         }
         return 0;
@@ -334,6 +341,7 @@ static int sink_write(struct sink *s, const unsigned char *p, size_t n) {
         int zr = inflate(&s->z, Z_NO_FLUSH);
         if (zr != Z_OK && zr != Z_STREAM_END && zr != Z_BUF_ERROR) {
             snprintf(s->err, sizeof s->err, "%s is not a valid zlib stream", s->what);
+            s->bad = 1;
             return -1;
         }
         if (sink_out(s, outb, sizeof outb - s->z.avail_out) < 0) return -1;
@@ -345,6 +353,7 @@ static int sink_write(struct sink *s, const unsigned char *p, size_t n) {
     } while (s->z.avail_in > 0 || s->z.avail_out == 0);
     if (s->zend && s->z.avail_in) {
         snprintf(s->err, sizeof s->err, "%s has data after the end of its zlib stream", s->what);
+        s->bad = 1;
         return -1;
     }
     return 0;
@@ -354,6 +363,7 @@ static int sink_write(struct sink *s, const unsigned char *p, size_t n) {
 static int sink_finish(struct sink *s) {
     if (s->fd >= 0 && !s->raw && !s->zend) {
         snprintf(s->err, sizeof s->err, "%s is a truncated zlib stream", s->what);
+        s->bad = 1;
         return -1;
     }
     if (s->md) {
@@ -368,6 +378,7 @@ static int sink_finish(struct sink *s) {
         if (strcmp(got, s->expect) != 0) {
             snprintf(s->err, sizeof s->err, "object %s is corrupted: its SHA-1 is %s, expected %s; refused", s->what,
                      got, s->expect);
+            s->bad = 1;
             return -1;
         }
     }
@@ -384,6 +395,7 @@ struct server {
     socklen_t alen;
     int resolved;
     int fd;
+    int direct; /* a proxy entry "DIRECT": no proxy, connect to the server itself */
 };
 static struct server servers[MAX_SERVERS];
 static int preferred_server;
@@ -458,6 +470,111 @@ static int resolve_server(struct server *s, char *err, size_t errlen) {
     s->alen = res->ai_addrlen;
     s->resolved = 1;
     freeaddrinfo(res);
+    return 0;
+}
+
+/* ------------------------------------------------------------------------------------ proxies */
+/* A proxy specification in the syntax of the reference client's CVMFS_HTTP_PROXY:
+ *   "http://p1:3128|http://p2:3128;http://backup:3128;DIRECT"
+ * ';' separates groups, tried in order; '|' separates the members of one group, which share the load
+ * (each client starts on a member picked from a hash of the machine, then rotates on failure).
+ * "DIRECT" is a member like any other: no proxy, the server itself. A member without "http://" gets it;
+ * a proxy URL has no path. Spaces around members are ignored; empty members are an error. */
+struct proxy_spec {
+    int ngroups, nproxies;
+    int first[MAX_PROXY_GROUPS + 1]; /* group g: proxy[first[g]] .. proxy[first[g + 1] - 1] */
+    struct server proxy[MAX_PROXIES];
+};
+
+static void proxy_spec_free(struct proxy_spec *ps) {
+    for (int i = 0; i < ps->nproxies; i++) {
+        free(ps->proxy[i].url);
+        free(ps->proxy[i].path);
+        if (ps->proxy[i].fd >= 0) close(ps->proxy[i].fd);
+    }
+    memset(ps, 0, sizeof *ps);
+}
+
+/* SPEC (LEN bytes, need not be NUL-terminated) -> PS. 0 ok, -1 with ERR (PS then empty). */
+static int parse_proxy_spec(const char *spec, size_t len, struct proxy_spec *ps, char *err, size_t errlen) {
+    memset(ps, 0, sizeof *ps);
+    if (len > MAX_PROXY_SPEC) {
+        snprintf(err, errlen, "proxy list longer than %d bytes", MAX_PROXY_SPEC);
+        return -1;
+    }
+    if (memchr(spec, 0, len)) {
+        snprintf(err, errlen, "proxy list contains a NUL byte");
+        return -1;
+    }
+    size_t pos = 0;
+    for (;;) { /* one member per turn */
+        size_t end = pos;
+        while (end < len && spec[end] != ';' && spec[end] != '|') end++;
+        size_t a = pos, b = end;
+        while (a < b && (spec[a] == ' ' || spec[a] == '\t')) a++;
+        while (b > a && (spec[b - 1] == ' ' || spec[b - 1] == '\t')) b--;
+        if (a == b) {
+            snprintf(err, errlen, "proxy list has an empty entry (at byte %zu)", pos);
+            goto fail;
+        }
+        if (ps->nproxies == MAX_PROXIES) {
+            snprintf(err, errlen, "more than %d proxies", MAX_PROXIES);
+            goto fail;
+        }
+        if (ps->ngroups == 0) ps->ngroups = 1; /* the first member opens the first group */
+        struct server *p = &ps->proxy[ps->nproxies];
+        char member[1100];
+        size_t ml = b - a;
+        if (ml == 6 && !memcmp(spec + a, "DIRECT", 6)) {
+            memset(p, 0, sizeof *p);
+            p->fd = -1;
+            p->direct = 1;
+            if (!(p->url = strdup("DIRECT")) || !(p->path = strdup(""))) {
+                free(p->url);
+                snprintf(err, errlen, "out of memory");
+                goto fail;
+            }
+        } else {
+            int scheme = ml >= 7 && !memcmp(spec + a, "http://", 7);
+            if (ml + (scheme ? 0 : 7) >= sizeof member) {
+                snprintf(err, errlen, "proxy %.40s...: too long", spec + a);
+                goto fail;
+            }
+            snprintf(member, sizeof member, "%s%.*s", scheme ? "" : "http://", (int)ml, spec + a);
+            if (strstr(member + 7, "://")) {
+                snprintf(err, errlen, "proxy %.200s: only http:// proxies are supported", member);
+                goto fail;
+            }
+            if (parse_server(p, member, err, errlen) < 0) goto fail;
+            if (p->path[0]) {
+                snprintf(err, errlen, "proxy %.200s: a proxy URL has no path", member);
+                free(p->url);
+                free(p->path);
+                goto fail;
+            }
+        }
+        ps->nproxies++;
+        ps->first[ps->ngroups] = ps->nproxies;
+        if (end == len) break;
+        if (spec[end] == ';') {
+            if (ps->ngroups == MAX_PROXY_GROUPS) {
+                snprintf(err, errlen, "more than %d proxy groups", MAX_PROXY_GROUPS);
+                goto fail;
+            }
+            ps->ngroups++;
+            ps->first[ps->ngroups] = ps->nproxies;
+        }
+        pos = end + 1;
+    }
+    return 0;
+fail:
+    proxy_spec_free(ps);
+    return -1;
+}
+
+static int spec_has_direct(const struct proxy_spec *ps) {
+    for (int i = 0; i < ps->nproxies; i++)
+        if (ps->proxy[i].direct) return 1;
     return 0;
 }
 
@@ -759,83 +876,194 @@ static int send_all(int fd, const char *req, size_t n, int64_t deadline) {
 
 static struct rd *the_rd; /* one receive buffer: requests are made one at a time (single-threaded loop) */
 
-/* One GET on one server, within the per-request deadline. Returns the HTTP status (200: the body
- * went through SINK, complete and verified), or -1 with ERR set. */
-static int http_get_once(struct server *s, const char *rel, struct sink *sink, char *err, size_t errlen) {
-    char why[600];
-    if (resolve_server(s, err, errlen) < 0) return -1;
+/* How one attempt failed (decides which failover it triggers, see http_get). */
+enum fail_kind { FK_NONE, FK_CONNECT, FK_TRANSFER, FK_HTTP, FK_BAD_DATA };
+
+/* "host:port" for a Host header or an absolute URI (IPv6 literals in brackets). */
+static void host_port(const struct server *s, char *out, size_t cap) {
+    snprintf(out, cap, strchr(s->host, ':') ? "[%s]:%s" : "%s:%s", s->host, s->port);
+}
+
+/* One GET of REL from server S, through proxy VIA (NULL or DIRECT: to S itself), within the
+ * per-request deadline; NOCACHE asks caches on the way to fetch anew. Returns the HTTP status (200:
+ * the body went through SINK, complete and verified), or -1 with ERR set; *KIND says what failed. */
+static int http_get_once(struct server *s, struct server *via, const char *rel, struct sink *sink, int nocache,
+                         enum fail_kind *kind, char *err, size_t errlen) {
+    char why[600], hp[300];
+    struct server *c = via && !via->direct ? via : s; /* where the TCP connection goes */
+    *kind = FK_CONNECT;
+    if (resolve_server(c, err, errlen) < 0) return -1;
     if (!the_rd && !(the_rd = malloc(sizeof *the_rd))) {
         snprintf(err, errlen, "out of memory");
+        *kind = FK_TRANSFER;
         return -1;
     }
+    host_port(s, hp, sizeof hp);
     int64_t deadline = now_ms() + (int64_t)opt.deadline * 1000;
-    int reused = s->fd >= 0;
+    int reused = c->fd >= 0;
     for (int attempt = 0; attempt < 2; attempt++) {
+        *kind = FK_TRANSFER;
         if (sink_reset(sink) < 0) {
             snprintf(err, errlen, "%s", sink->err);
             return -1;
         }
-        if (s->fd < 0) {
-            s->fd = tcp_connect(s, deadline, err, errlen);
-            if (s->fd < 0) return -1;
+        if (c->fd < 0) {
+            *kind = FK_CONNECT;
+            c->fd = tcp_connect(c, deadline, err, errlen);
+            if (c->fd < 0) {
+                if (c != s) { /* name the proxy: its failure moves to the next proxy, not the next server */
+                    snprintf(why, sizeof why, "GET %s/%s via proxy %s: %s", s->url, rel, c->url, err);
+                    snprintf(err, errlen, "%s", why);
+                }
+                return -1;
+            }
             reused = 0;
+            *kind = FK_TRANSFER;
         }
-        char req[2048];
+        char req[2400];
+        /* through a proxy the request names the whole URL (absolute form); to a server only the path */
         int n = snprintf(req, sizeof req,
-                         "GET %s/%s HTTP/1.1\r\nHost: %s:%s\r\nUser-Agent: " PROG "/1\r\n"
-                         "Accept-Encoding: identity\r\nConnection: keep-alive\r\n\r\n",
-                         s->path, rel, s->host, s->port);
+                         "GET %s%s%s/%s HTTP/1.1\r\nHost: %s\r\nUser-Agent: " PROG "/1\r\n"
+                         "Accept-Encoding: identity\r\nConnection: keep-alive\r\n%s\r\n",
+                         c != s ? "http://" : "", c != s ? hp : "", s->path, rel, hp,
+                         nocache ? "Pragma: no-cache\r\nCache-Control: no-cache\r\n" : "");
         if (n < 0 || n >= (int)sizeof req) {
             snprintf(err, errlen, "GET %s/%s: URL too long", s->url, rel);
             return -1;
         }
         struct rd *r = the_rd;
-        r->fd = s->fd;
+        r->fd = c->fd;
         r->mem = NULL;
         r->deadline = deadline;
         r->pos = r->len = 0;
         r->eof = r->timed_out = 0;
         int keep = 0, status;
-        if (send_all(s->fd, req, (size_t)n, deadline) < 0) {
+        if (send_all(c->fd, req, (size_t)n, deadline) < 0) {
             status = -1;
             snprintf(why, sizeof why, "cannot send the request");
         } else {
             status = http_read_response(r, sink, &keep, why, sizeof why);
         }
         if (status < 0 && reused && r->len == 0 && !r->timed_out) {
-            server_close(s); /* stale keep-alive connection: once more on a fresh one */
+            server_close(c); /* stale keep-alive connection: once more on a fresh one */
             continue;
         }
         if (status < 0 && r->timed_out && now_ms() >= deadline)
             snprintf(why + strlen(why), sizeof why - strlen(why), " (deadline of %d s)", opt.deadline);
-        if (!keep) server_close(s);
-        if (status != 200) snprintf(err, errlen, "GET %s/%s: %s", s->url, rel, why);
+        if (!keep) server_close(c);
+        if (status > 0 && status != 200) *kind = FK_HTTP;
+        else if (status < 0 && sink->bad) *kind = FK_BAD_DATA;
+        if (status != 200)
+            snprintf(err, errlen, "GET %s/%s%s%s%s: %s", s->url, rel, c != s ? " via proxy " : "", c != s ? c->url : "",
+                     nocache ? " (no-cache)" : "", why);
         return status;
     }
     return -1;
 }
 
-/* GET REL from the servers in turn, with retries and back-off; a server that sends a wrong, oversized
- * or truncated body is a failed attempt like a dead one. 0 ok, -ENOENT (404 everywhere), -EIO. */
+/* ------------------------------------------------------------------------------- failover state */
+/* Proxies (--proxy) and servers (--url) are chosen as the reference client does (cvmfs download.cc):
+ * the current proxy and server stay current across requests until one fails.
+ *   proxy failure: cannot connect to the proxy, a timeout (idle or deadline), a truncated, malformed or
+ *     oversized response, an HTTP status other than those below, or corrupted content once more after
+ *     the no-cache retry. It moves to the next member of the group (rotating from the member this client
+ *     started on), after the whole group to the next group (wrapping around). Once every proxy has
+ *     failed for one request, the failure counts as a server failure and proxies start over at the
+ *     first group.
+ *   server failure: HTTP 400, 404, 429 and 5xx (through a proxy these come from the server: a proxy
+ *     that cannot reach it answers 502/503/504), or any failure of a DIRECT connection. It moves to the
+ *     next server URL; after every server has failed the request waits (1, 2, 4, 8 s) and starts a new
+ *     round (--retries), then gives up with EIO (ENOENT if every answer was 404).
+ *   corrupted content (SHA-1 or zlib): the same proxy and server are asked once more with
+ *     "Pragma: no-cache" and "Cache-Control: no-cache", so a proxy holding a corrupted copy fetches anew.
+ * Nothing leaves the configured groups: DIRECT is used only where the list names it. Slowness alone is
+ * no failure: a proxy fails on --timeout seconds without a byte or on the --deadline of one request,
+ * never for a low transfer rate (a slow site proxy must not push a site's traffic to a backup). */
+static struct proxy_spec proxies;                /* ngroups == 0: no --proxy, every request DIRECT */
+static int proxy_group;                          /* current group */
+static int proxy_member[MAX_PROXY_GROUPS];       /* current member within each group */
+static uint64_t stat_proxy_failovers, stat_host_failovers;
+
+static struct server *current_proxy(void) {
+    if (!proxies.ngroups) return NULL;
+    return &proxies.proxy[proxies.first[proxy_group] + proxy_member[proxy_group]];
+}
+
+/* Where each group starts for this client: a hash of the machine (machine-id, else host name), so
+ * the clients of a site spread over the members while each one always starts on the same member. */
+static void proxy_init_members(void) {
+    char id[256] = "";
+    FILE *f = fopen("/etc/machine-id", "r");
+    if (!f || !fgets(id, sizeof id, f)) {
+        if (gethostname(id, sizeof id - 1) < 0) id[0] = 0;
+    }
+    if (f) fclose(f);
+    for (int g = 0; g < proxies.ngroups; g++) {
+        unsigned h = 2166136261u ^ (unsigned)g;
+        for (const char *p = id; *p && *p != '\n'; p++) h = (h ^ (unsigned char)*p) * 16777619u;
+        h ^= h >> 15;
+        proxy_member[g] = (int)(h % (unsigned)(proxies.first[g + 1] - proxies.first[g]));
+    }
+}
+
+/* The current proxy failed: the next member of its group, or the first of the next group once
+ * BURNED members of this group have failed in this request. */
+static void proxy_switch(int *burned) {
+    struct server *old = current_proxy();
+    int g = proxy_group, size = proxies.first[g + 1] - proxies.first[g];
+    if (++*burned >= size) {
+        proxy_group = (g + 1) % proxies.ngroups;
+        *burned = 0;
+    } else {
+        proxy_member[g] = (proxy_member[g] + 1) % size;
+    }
+    stat_proxy_failovers++;
+    if (current_proxy() != old) logmsg("switching proxy from %s to %s", old->url, current_proxy()->url);
+}
+
+/* GET REL: see "failover state" above for the order. 0 ok, -ENOENT (404 everywhere), -EIO. */
 static int http_get(const char *rel, struct sink *sink, char *err, size_t errlen) {
-    int all404 = 1;
-    for (int attempt = 0; attempt <= opt.retries; attempt++) {
-        if (attempt) {
-            unsigned delay = 1u << (attempt - 1);
+    int all404 = 1, nocache = 0;
+    for (int round = 0; round <= opt.retries; round++) {
+        if (round) {
+            unsigned delay = 1u << (round - 1);
             DEBUG("retrying %s in %u s: %s", rel, delay > 8 ? 8 : delay, err);
             sleep(delay > 8 ? 8 : delay);
         }
-        for (int k = 0; k < opt.nservers; k++) {
-            int i = (preferred_server + k) % opt.nservers;
-            int st = http_get_once(&servers[i], rel, sink, err, errlen);
+        int used_hosts = 0, used_proxies = 0, burned = 0;
+        for (;;) {
+            struct server *s = &servers[preferred_server], *via = current_proxy();
+            enum fail_kind kind;
+            int st = http_get_once(s, via, rel, sink, nocache, &kind, err, errlen);
             if (st == 200) {
-                preferred_server = i;
                 stat_objects++;
-                DEBUG("fetched %s from %s (%llu bytes)", rel, servers[i].url, (unsigned long long)sink->in_len);
+                DEBUG("fetched %s from %s%s%s (%llu bytes)", rel, s->url, via ? " via " : "", via ? via->url : "",
+                      (unsigned long long)sink->in_len);
                 return 0;
             }
             if (st != 404) all404 = 0;
-            if (opt.nservers > 1) DEBUG("%s", err);
+            if (kind == FK_BAD_DATA && !nocache) {
+                nocache = 1; /* once more, asking caches on the way for a fresh copy */
+                DEBUG("%s; retrying with no-cache", err); /* the final failure, if any, is the one line */
+                continue;
+            }
+            int host_failure = !via || via->direct || st == 400 || st == 404 || st == 429 || (st >= 500 && st < 600);
+            if (!host_failure) {
+                if (++used_proxies < proxies.nproxies) {
+                    DEBUG("%s", err);
+                    proxy_switch(&burned);
+                    continue;
+                }
+                /* every proxy failed for this request: a server failure, proxies start over */
+                if (proxy_group != 0) logmsg("all proxies failed; back to the first proxy group");
+                proxy_group = 0;
+                burned = 0;
+            }
+            if (++used_hosts >= opt.nservers) break;
+            DEBUG("%s", err);
+            preferred_server = (preferred_server + 1) % opt.nservers;
+            stat_host_failovers++;
+            DEBUG("switching server to %s", servers[preferred_server].url); /* as before: quiet */
         }
         if (all404) break; /* the object is not there: retrying does not help */
     }
@@ -1684,6 +1912,11 @@ static int magic_xattr(const char *name, char *out, size_t cap) {
     if (!strcmp(name, "user.rx_bytes")) return snprintf(out, cap, "%llu", (unsigned long long)stat_rx_bytes);
     if (!strcmp(name, "user.nobjects")) return snprintf(out, cap, "%llu", (unsigned long long)stat_objects);
     if (!strcmp(name, "user.cache_bytes")) return snprintf(out, cap, "%llu", (unsigned long long)cache_total);
+    if (!strcmp(name, "user.host")) return snprintf(out, cap, "%s", servers[preferred_server].url);
+    if (!strcmp(name, "user.proxy")) return snprintf(out, cap, "%s", current_proxy() ? current_proxy()->url : "DIRECT");
+    if (!strcmp(name, "user.proxy_failovers"))
+        return snprintf(out, cap, "%llu", (unsigned long long)stat_proxy_failovers);
+    if (!strcmp(name, "user.host_failovers")) return snprintf(out, cap, "%llu", (unsigned long long)stat_host_failovers);
     return -1;
 }
 
@@ -2159,9 +2392,13 @@ static void usage(int code) {
     fprintf(code ? stderr : stdout,
             "usage: " PROG " --url URL [--url URL2 ...] --pubkey master.pub [--tag T | --root-hash H]\n"
             "       [--cache DIR] [--cache-size MB] [--fqrn NAME] [--root-hash-file F] [--min-revision N]\n"
-            "       [--retries N] [--timeout S] [--connect-timeout S] [--deadline S] [--log F] [-f] [-d] MOUNTPOINT\n"
+            "       [--retries N] [--timeout S] [--connect-timeout S] [--deadline S] [--proxy SPEC] [--log F] [-f] [-d]\n"
+            "       MOUNTPOINT\n"
             "Mount a CernVM-FS repository read-only after checking its whitelist and manifest signatures.\n"
             "URL may list several servers separated by ';' or ','; they are tried in turn.\n"
+            "--proxy SPEC: HTTP proxies as in CVMFS_HTTP_PROXY: groups separated by ';' are tried in order,\n"
+            "members of a group separated by '|' share the load; DIRECT means no proxy. Without --proxy every\n"
+            "request goes DIRECT; with it, only where SPEC says DIRECT. E.g. \"http://squid1:3128|http://squid2:3128;DIRECT\"\n"
             "--timeout: seconds without a byte before a server counts as failed (default 20); --connect-timeout\n"
             "(default 5); --deadline: seconds for one whole request (default 120). A manifest older than the\n"
             "newest one seen before (kept in the cache) is ignored; --min-revision N refuses revisions below N.\n");
@@ -2205,7 +2442,7 @@ int main(int argc, char **argv) {
         {"root-hash-file", required_argument, 0, 'W'}, {"log", required_argument, 0, 'L'},
         {"allow-expired-whitelist", no_argument, 0, 'E'}, {"help", no_argument, 0, 'h'},
         {"connect-timeout", required_argument, 0, 'C'}, {"deadline", required_argument, 0, 'Z'},
-        {"min-revision", required_argument, 0, 'M'},
+        {"min-revision", required_argument, 0, 'M'}, {"proxy", required_argument, 0, 'P'},
         {0, 0, 0, 0}};
     int c;
     while ((c = getopt_long(argc, argv, "u:k:t:r:c:s:n:fdh", lo, NULL)) != -1) {
@@ -2232,6 +2469,7 @@ int main(int argc, char **argv) {
             opt.min_revision = v;
             break;
         }
+        case 'P': opt.proxy = optarg; break;
         case 'D': opt.root_daemon = 1; break;
         case 'W': opt.root_hash_file = abs_path(optarg); break;
         case 'L': opt.log_file = abs_path(optarg); break;
@@ -2264,6 +2502,20 @@ int main(int argc, char **argv) {
         char err[600];
         if (parse_server(&servers[i], opt.servers[i], err, sizeof err) < 0) die("%s", err);
         if (resolve_server(&servers[i], err, sizeof err) < 0 && opt.nservers == 1) die("%s", err);
+    }
+    if (opt.proxy) {
+        char err[600];
+        if (parse_proxy_spec(opt.proxy, strlen(opt.proxy), &proxies, err, sizeof err) < 0)
+            die("--proxy %s: %s", opt.proxy, err);
+        int resolved = 0;
+        for (int i = 0; i < proxies.nproxies; i++) { /* now: after switch_root there is no resolver */
+            if (proxies.proxy[i].direct || resolve_server(&proxies.proxy[i], err, sizeof err) == 0) resolved++;
+            else logmsg("proxy %s: %s", proxies.proxy[i].url, err);
+        }
+        if (!resolved) die("--proxy %s: no proxy can be resolved", opt.proxy);
+        proxy_init_members();
+        DEBUG("proxies: %d in %d groups%s; starting with %s", proxies.nproxies, proxies.ngroups,
+              spec_has_direct(&proxies) ? " (DIRECT among them)" : ", never DIRECT", current_proxy()->url);
     }
 
     struct manifest m;

@@ -1,4 +1,5 @@
-"""libFuzzer on cvmfs-mini's parsers (HTTP responses, signed letters, catalog rows/xattrs/chunks, paths).
+"""libFuzzer on cvmfs-mini's parsers (HTTP responses, signed letters, catalog rows/xattrs/chunks, paths,
+the --proxy list and its failover rotation).
 
 Each harness in cernvm_build/boot/client/fuzz/ includes cvmfs-mini.c (without main()) and is built with
 clang's -fsanitize=fuzzer,address,undefined; it runs for FUZZ_SECONDS from the seeds kept in the
@@ -20,7 +21,7 @@ import pytest
 from cernvm_build.boot.client import PKG_CONFIG_PACKAGES, SOURCE
 
 FUZZ_DIR = SOURCE.parent / "fuzz"
-TARGETS = ("http", "letters", "catalog", "path")
+TARGETS = ("http", "letters", "catalog", "path", "proxy")
 FUZZ_SECONDS = int(os.environ.get("CVMFS_MINI_FUZZ_SECONDS", "20"))
 FLAGS = ["-g", "-O1", "-fsanitize=fuzzer,address,undefined", "-fno-sanitize-recover=all", "-Wall", "-Wextra",
          "-Wno-unused-function"]
