@@ -1,6 +1,6 @@
 #!/usr/bin/env python3
 """Benchmark: replicate a served repository of a few thousand files (cvmfs replicate) next to a
-`wget --mirror` full copy of the same served repository, measured in the same run.
+wget copy of every file of the same served repository (tests/support/plaincopy.py), measured in the same run.
 
 Run alone (not collected as a timed test):
     .venv/bin/python tests/benchmarks/bench_replicate.py [--files N] [--jobs J] [--workdir DIR] [--keep]
@@ -18,7 +18,6 @@ import argparse
 import os
 import random
 import shutil
-import subprocess
 import sys
 import tempfile
 import time
@@ -30,6 +29,7 @@ from cernvm_build.cvmfs.keys import load_public_key  # noqa: E402
 from cernvm_build.cvmfs.publish import PublishOptions, init_repository, publish  # noqa: E402
 from cernvm_build.cvmfs.replicate import replicate  # noqa: E402
 from cernvm_build.cvmfs.serve import serve_in_thread  # noqa: E402
+from tests.support.plaincopy import wget_copy  # noqa: E402
 
 FQRN = "bench.example.org"
 
@@ -104,16 +104,8 @@ def main() -> int:
             if not shutil.which("wget"):
                 print("wget: not installed (tools/setup.sh installs it)")
             else:
-                dest = work / "wget"
-                t0 = time.monotonic()
-                proc = subprocess.run(["wget", "-q", "--mirror", "--no-parent", "-e", "robots=off", "-nH",
-                                       "-P", str(dest), url + "/"], capture_output=True)
-                wt = time.monotonic() - t0
-                wn, wb = du(dest) if (dest / "data").is_dir() else (0, 0)
-                # the mirror copies everything served (revision 1 objects, all histories, listings)
-                show("wget --mirror, full copy", wt, wn, wb)
-                if proc.returncode not in (0, 8):
-                    print(f"wget exited {proc.returncode}: {proc.stderr.decode()[-300:]}")
+                wt, wn, wb = wget_copy(url, repo, work / "wget")
+                show("wget, every file (no verification)", wt, wn, wb)
                 print(f"ratio wget / cvmfs replicate (full): {wt / full:.2f}x")
         finally:
             server.shutdown()
