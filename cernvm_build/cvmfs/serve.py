@@ -50,6 +50,7 @@ class Handler(BaseHTTPRequestHandler):
     server_version = "cernvm-build"
     sys_version = ""
     protocol_version = "HTTP/1.1"
+    disable_nagle_algorithm = True     # keep-alive: headers and body must not wait for delayed ACKs
     root: Path
 
     def _file(self) -> Path | None:
