@@ -132,6 +132,8 @@ class ObjectStore:
         self.chunk_size = chunk_size
         self.stats = StoreStats()
         self.new_paths: list[Path] = []  # objects written by this store, for flush()
+        self._claimed: set[str] = set()  # names being or already written by this store's threads
+        self._claim_lock = threading.Lock()
 
     def create_layout(self) -> None:
         """All 256 fan-out directories plus the scratch directory, as the reference server does."""
@@ -149,7 +151,10 @@ class ObjectStore:
         """Store already-compressed bytes under their SHA-1; return the hex digest."""
         hexdigest = hashlib.sha1(blob).hexdigest()
         dest = self.path(hexdigest, suffix)
-        if os.path.exists(dest):
+        with self._claim_lock:       # two threads with the same content: one writes, the other counts it as present
+            claimed = hexdigest + suffix in self._claimed
+            self._claimed.add(hexdigest + suffix)
+        if claimed or os.path.exists(dest):
             self.stats.add(False, 0)
             return hexdigest
         tmp = self.txn / f"{hexdigest}{suffix}.{os.getpid()}.{threading.get_ident()}.tmp"

@@ -154,5 +154,26 @@ def test_unmodified_iso_boots_bookworm_minimal_systemd_to_login(tmp_path):
             assert server.bytes < repo_bytes(repo) / 4, "the boot should fetch a small part of the snapshot"
             print(f"{firmware}: stages {stages}; login prompt after {run.marker_seconds:.1f} s; fetched "
                   f"{server.bytes / 1e6:.1f} MB in {server.requests} requests of {repo_bytes(repo) / 1e6:.1f} MB")
+        # through a site squid: the repository URL is the host's loopback, which the guest cannot reach
+        # itself, so every byte of this boot comes through the proxy (10.0.2.2 is the host's 127.0.0.1)
+        from tests.support.squid import SQUID, Squid
+
+        if os.path.exists(SQUID):
+            squid = Squid(tmp_path, "bookworm").start()
+            try:
+                server.reset()
+                kernel = extract_from_iso(iso, "/boot/vmlinuz", tmp_path / "vmlinuz")
+                initrd = extract_from_iso(iso, "/boot/initrd.img", tmp_path / "initrd.img")
+                append = (f"console=ttyS0,115200 cvmfs.url=http://127.0.0.1:{server.port} "
+                          f"cvmfs.proxy=http://{HOST_FROM_GUEST}:{squid.port}")
+                run = boot(QemuOptions(kernel=kernel, initrd=initrd, append=append),
+                           tmp_path / "serial-squid.log", 600, "login:", stop_at_marker=True)
+                assert run.marker_seconds is not None, f"through squid: no login prompt:\n{run.tail()}"
+                assert f"root catalog {r.root_hash}" in run.console and server.requests > 0
+                assert len(squid.access()) >= server.requests
+                print(f"through squid: login prompt after {run.marker_seconds:.1f} s; {server.requests} requests "
+                      f"reached the server, {len(squid.access())} passed squid")
+            finally:
+                squid.cleanup()
     finally:
         server.shutdown()

@@ -180,3 +180,26 @@ def test_partition_splits_heaviest_subtrees_and_honours_markers():
     assert big.nested and marked.nested and not small.nested and not mid.nested
     assert any(c.name == ".cvmfscatalog" for c in big.children)  # marker added to automatic nested roots
     assert root.weight <= 40
+
+
+def test_same_content_from_many_threads_is_written_and_counted_once(tmp_path):
+    """publish stores files in parallel: identical contents must give one write and one count (the
+    objects-written figure of a publish does not depend on thread timing)."""
+    import threading
+
+    store = obj.ObjectStore(tmp_path / "repo")
+    store.create_layout()
+    barrier = threading.Barrier(8)
+
+    def put():
+        barrier.wait()
+        for i in range(50):
+            store.put(b"same content %d" % i)
+
+    threads = [threading.Thread(target=put) for _ in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert store.stats.objects_written == 50
+    assert len(list((tmp_path / "repo" / "data").glob("??/*"))) == 50
