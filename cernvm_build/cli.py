@@ -61,6 +61,11 @@ def main(argv: list[str] | None = None) -> int:
         if callable(details) and details():
             print(details(), file=sys.stderr)
         return exc.exit_code
+    except BrokenPipeError:         # `cernvm-build diff A B | head`: the reader has what it wanted
+        import os
+
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
     except OSError as exc:          # disk full, permission denied, ...: still one line, no traceback
         where = f"{exc.filename}: " if exc.filename else ""
         print(f"error: {where}{exc.strerror or exc}", file=sys.stderr)

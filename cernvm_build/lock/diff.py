@@ -104,16 +104,23 @@ def to_json(d: ClosureDiff) -> str:
     return json.dumps(out, indent=2, sort_keys=True)
 
 
+def _source(c: Change) -> str:
+    """Where the package comes from: the repository, or both when it moved (security, updates...)."""
+    if c.old is not None and c.new is not None and c.old.repository != c.new.repository:
+        return f"{c.old.repository} -> {c.new.repository}"
+    return (c.new or c.old).repository
+
+
 def _line(kind: str, c: Change) -> str:
     if kind == "added":
-        return f"+ {c.name} {c.new.evr} ({c.arch})"
+        return f"+ {c.name} {c.new.evr} ({c.arch}) from {_source(c)}"
     if kind == "removed":
-        return f"- {c.name} {c.old.evr} ({c.arch})"
+        return f"- {c.name} {c.old.evr} ({c.arch}) from {_source(c)}"
     if kind == "moved":
         return f"~ {c.name} {c.new.evr}: {c.old.repository} -> {c.new.repository}"
     if kind == "rebuilt":
-        return f"~ {c.name} {c.new.evr}: rebuilt (sha256 {c.old.sha256[:12]} -> {c.new.sha256[:12]})"
-    return f"~ {c.name} {c.old.evr} -> {c.new.evr}"
+        return f"~ {c.name} {c.new.evr}: rebuilt (sha256 {c.old.sha256[:12]} -> {c.new.sha256[:12]}) from {_source(c)}"
+    return f"~ {c.name} {c.old.evr} -> {c.new.evr} from {_source(c)}"
 
 
 def summary_line(d: ClosureDiff) -> str:
@@ -138,14 +145,12 @@ def to_markdown(d: ClosureDiff) -> str:
     lines = [f"### Closure diff: `{d.old.name}` → `{d.new.name}`", "",
              f"**{summary_line(d)}** ({len(d.old.packages)} → {len(d.new.packages)} packages)", ""]
     if any(d.changes.values()):
-        lines += ["| change | package | arch | old | new |", "|---|---|---|---|---|"]
+        lines += ["| change | package | arch | old | new | repository |", "|---|---|---|---|---|---|"]
         for kind in KINDS:
             for c in d.changes[kind]:
                 old = f"`{c.old.evr}`" if c.old else ""
                 new = f"`{c.new.evr}`" if c.new else ""
-                if kind == "moved":
-                    old, new = f"{old} {c.old.repository}", f"{new} {c.new.repository}"
-                lines.append(f"| {kind} | `{c.name}` | {c.arch} | {old} | {new} |")
+                lines.append(f"| {kind} | `{c.name}` | {c.arch} | {old} | {new} | {_source(c)} |")
         lines.append("")
     if d.repositories:
         lines += ["| repository | change | old metadata | new metadata |", "|---|---|---|---|"]

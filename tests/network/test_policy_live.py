@@ -31,6 +31,16 @@ keyring = "/usr/share/keyrings/debian-archive-keyring.gpg"
 '''
 
 
+def main_only(recipe: str) -> str:
+    """The demo recipe without its security and updates suites: the base that is *not* getting them."""
+    import re
+
+    out = re.sub(r"\[\[repositories\]\][^\[]*?name = \"bookworm-(security|updates)\".*?(?=\n\[)", "", recipe,
+                 flags=re.S)
+    assert "bookworm-security" not in out and 'name = "bookworm"' in out
+    return out
+
+
 def cli(*args) -> subprocess.CompletedProcess:
     return subprocess.run([*CLI, *map(str, args)], capture_output=True, text=True, cwd=ROOT)
 
@@ -39,7 +49,7 @@ def cli(*args) -> subprocess.CompletedProcess:
 def locks(tmp_path_factory):
     root = tmp_path_factory.mktemp("live-policy")
     cache = root / "cache"
-    base_recipe = (ROOT / "recipes" / "debian-bookworm-minimal.toml").read_text()
+    base_recipe = main_only((ROOT / "recipes" / "debian-bookworm-minimal.toml").read_text())
     (root / "base.toml").write_text(base_recipe)
     (root / "updated.toml").write_text(base_recipe + UPDATES)
     local = base_recipe.replace('name = "debian-bookworm-minimal"', 'name = "minimal-local"')

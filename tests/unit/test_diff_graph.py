@@ -50,9 +50,11 @@ def test_renderings():
     assert data["upgraded"][0] == {"name": "a", "arch": "amd64", "old_version": "1.0-1", "new_version": "1.1-1",
                                    "old_repository": "main", "new_repository": "main",
                                    "old_sha256": "a" * 64, "new_sha256": "a" * 64}
-    assert "~ a 1.0-1 -> 1.1-1" in to_text(d)
+    assert "~ a 1.0-1 -> 1.1-1 from main" in to_text(d)
     md = to_markdown(d)
-    assert "| upgraded | `a` | amd64 | `1.0-1` | `1.1-1` |" in md and md.startswith("### Closure diff")
+    assert "| upgraded | `a` | amd64 | `1.0-1` | `1.1-1` | main |" in md and md.startswith("### Closure diff")
+    moved = next(c for c in d.changes["moved"])
+    assert f"| moved | `{moved.name}` |" in md and f"{moved.old.repository} -> {moved.new.repository} |" in md
 
 
 def test_cli_diff_exit_code(tmp_path):
