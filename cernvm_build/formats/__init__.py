@@ -113,8 +113,10 @@ def lazy(module: str, function: str) -> Callable:
     return method
 
 
+@lru_cache(maxsize=1)
 def flavours() -> tuple[str, ...]:
-    """The formats this installation has: one subpackage each."""
+    """The formats this installation has: one subpackage each (listed once: `get` is on hot paths,
+    e.g. once per package compared by `diff`)."""
     return tuple(sorted(m.name for m in pkgutil.iter_modules(__path__) if m.ispkg))
 
 

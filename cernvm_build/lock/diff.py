@@ -117,7 +117,7 @@ def _line(kind: str, c: Change) -> str:
     if kind == "removed":
         return f"- {c.name} {c.old.evr} ({c.arch}) from {_source(c)}"
     if kind == "moved":
-        return f"~ {c.name} {c.new.evr}: {c.old.repository} -> {c.new.repository}"
+        return f"~ {c.name} {c.new.evr}: {_source(c)}"
     if kind == "rebuilt":
         return f"~ {c.name} {c.new.evr}: rebuilt (sha256 {c.old.sha256[:12]} -> {c.new.sha256[:12]}) from {_source(c)}"
     return f"~ {c.name} {c.old.evr} -> {c.new.evr} from {_source(c)}"
