@@ -212,18 +212,10 @@ class ContentStore:
     def admit(self, tmp: Path, pkg: Pinned, source: str) -> Path:
         """Move TMP into the store if it is exactly the locked file; otherwise delete it and refuse."""
         try:
-            size = tmp.stat().st_size
-            h = hashlib.sha256()
-            with open(tmp, "rb") as f:
-                while block := f.read(CHUNK):
-                    h.update(block)
-            got = h.hexdigest()
-            if size != pkg.size or got != pkg.sha256:
-                raise PackageChecksumError(
-                    f"package {pkg.name} {pkg.evr} ({pkg.arch}) from {source}: "
-                    + (f"size {size} != {pkg.size} in the lock" if size != pkg.size else
-                       f"sha256 {got} != {pkg.sha256} in the lock")
-                    + "; the file was refused")
+            wrong = _mismatch(pkg, tmp.stat().st_size, sha256_file(tmp))
+            if wrong:
+                raise PackageChecksumError(f"package {pkg.name} {pkg.evr} ({pkg.arch}) from {source}: {wrong} in "
+                                           "the lock; the file was refused")
             dest = self.package(pkg.sha256)
             dest.parent.mkdir(parents=True, exist_ok=True)
             os.chmod(tmp, 0o644)
@@ -237,6 +229,15 @@ class ContentStore:
         d = self.root / "packages" / "tmp"
         d.mkdir(parents=True, exist_ok=True)
         return d / f"{pkg.sha256}.{os.getpid()}.{threading.get_ident()}"
+
+
+def _mismatch(pkg: Pinned, size: int, sha256: str) -> str | None:
+    """How a file differs from the one the lock pins (size first: it is the cheaper tell), or None."""
+    if size != pkg.size:
+        return f"size {size} != {pkg.size}"
+    if sha256 != pkg.sha256:
+        return f"sha256 {sha256} != {pkg.sha256}"
+    return None
 
 
 def copy_verified(src: Path, pkg: Pinned, dest: Path) -> Path:
@@ -254,9 +255,9 @@ def copy_verified(src: Path, pkg: Pinned, dest: Path) -> Path:
     except OSError as exc:
         raise PackageChecksumError(f"package {pkg.name} {pkg.evr} ({pkg.arch}): cannot read {src}: "
                                    f"{exc.strerror}") from exc
-    if size != pkg.size or h.hexdigest() != pkg.sha256:
+    wrong = _mismatch(pkg, size, h.hexdigest())
+    if wrong:
         dest.unlink(missing_ok=True)
-        got = f"size {size} != {pkg.size}" if size != pkg.size else f"sha256 {h.hexdigest()} != {pkg.sha256}"
-        raise PackageChecksumError(f"package {pkg.name} {pkg.evr} ({pkg.arch}) in {src}: {got} in the lock; "
+        raise PackageChecksumError(f"package {pkg.name} {pkg.evr} ({pkg.arch}) in {src}: {wrong} in the lock; "
                                    "the stored file changed after it was verified, refusing it")
     return dest
