@@ -116,13 +116,18 @@ class Stage(ABC):
         return ""
 
 
-def stage_key(stage: Stage, options: dict[str, Any], inputs: Mapping[str, StageOutput]) -> str:
-    """sha256 over the stage's name and version, its options and the keys of the outputs it needs."""
+def stage_inputs(stage: Stage, options: dict[str, Any], inputs: Mapping[str, StageOutput]) -> dict[str, Any]:
+    """What the stage's outputs depend on: its options and the keys of the outputs it needs."""
     keys = {label: inputs[source].key for label, source in stage.needs.items()}
     clash = set(keys) & set(options)
     if clash:
         raise CernVMBuildError(f"internal: stage {stage.name}: option and input both named {sorted(clash)[0]!r}")
-    return canonical_digest({"stage": stage.name, "version": stage.version, "inputs": {**options, **keys}})
+    return {**options, **keys}
+
+
+def stage_key(stage: Stage, inputs: dict[str, Any]) -> str:
+    """sha256 over the stage's name and version and its inputs (`stage_inputs`)."""
+    return canonical_digest({"stage": stage.name, "version": stage.version, "inputs": inputs})
 
 
 @dataclass
@@ -260,8 +265,8 @@ def _run(definition: PipelineDef, stages: Iterable[Stage], ctx: Context | None, 
             missing = [s for s in stage.needs.values() if s not in outputs]
             if missing:
                 raise CernVMBuildError(f"needs the outputs of stage {missing[0]}, which did not run")
-            options = stage.options(ctx, outputs)
-            key = stage_key(stage, options, outputs)
+            inputs = stage_inputs(stage, stage.options(ctx, outputs), outputs)
+            key = stage_key(stage, inputs)
             rec = None if (stage.volatile(ctx) or stage.name in force) else records.load(stage.name, key)
             recorded = stage.output.from_record(rec["outputs"]) if rec is not None else None
             if recorded is not None and stage.outputs_valid(ctx, recorded):
@@ -270,8 +275,7 @@ def _run(definition: PipelineDef, stages: Iterable[Stage], ctx: Context | None, 
             else:
                 out = stage.run(ctx, outputs)
                 seconds = time.monotonic() - t0
-                records.save(stage.name, key, {**options, **{k: outputs[s].key for k, s in stage.needs.items()}},
-                             out.record(), seconds)
+                records.save(stage.name, key, inputs, out.record(), seconds)
                 o = StageOutcome(stage.name, "ran", seconds=seconds, detail=stage.describe(out, True))
             outputs[stage.name] = out
         except (CernVMBuildError, OSError) as exc:
