@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import errno
 import os
-import socket
 import stat
 import zlib
 from pathlib import Path
@@ -19,6 +18,7 @@ from cernvm_build.cvmfs.publish import PublishOptions, publish
 from cernvm_build.cvmfs.reader import Repository
 from cernvm_build.cvmfs.serve import serve_in_thread
 from cernvm_build.errors import MountError
+from tests.support.nginx import free_port
 
 SMALL = dict(chunk_size=1 << 20, max_catalog_entries=25, min_catalog_entries=3, durable=False)
 
@@ -151,10 +151,7 @@ def test_corrupted_object_gives_eio_not_wrong_data(published, repo, keys, tmp_pa
 
 def test_server_failover_cli_background_and_small_cache(published, keys, tmp_path, binary):
     tree, url, _, _ = published
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    dead = f"http://127.0.0.1:{s.getsockname()[1]}"  # nothing listens there
-    s.close()
+    dead = f"http://127.0.0.1:{free_port()}"  # nothing listens there
     mnt = tmp_path / "mnt"
     mnt.mkdir()
     proc = run_cli("mount", f"{dead};{url}", mnt, "--pubkey", keys / f"{FQRN}.pub", "--tag", "v1",

@@ -15,7 +15,6 @@ from __future__ import annotations
 import errno
 import os
 import shutil
-import socket
 import threading
 import time
 import urllib.request
@@ -31,6 +30,7 @@ from cernvm_build.cvmfs.objects import object_relpath
 from cernvm_build.cvmfs.publish import PublishOptions, publish
 from cernvm_build.cvmfs.reader import Repository
 from cernvm_build.errors import MountError
+from tests.support.nginx import free_port
 from tests.support.squid import SQUID, Squid
 
 SMALL = dict(chunk_size=1 << 20, max_catalog_entries=25, min_catalog_entries=3, durable=False)
@@ -41,14 +41,6 @@ pytestmark = [
 ]
 
 FIGURES: list[str] = []
-
-
-def _free_port() -> int:
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    port = s.getsockname()[1]
-    s.close()
-    return port
 
 
 # ------------------------------------------------------------------------------------- the origin
@@ -299,7 +291,7 @@ def test_corrupted_object_in_squid_is_fetched_again_with_no_cache(origin, repo, 
 
 def test_never_direct_unless_the_list_says_direct(origin, keys, tmp_path, binary, squids):
     tree, o, _ = origin
-    dead1, dead2 = f"http://127.0.0.1:{_free_port()}", f"http://127.0.0.1:{_free_port()}"
+    dead1, dead2 = f"http://127.0.0.1:{free_port()}", f"http://127.0.0.1:{free_port()}"
     mnt = _mnt(tmp_path)
     # every proxy dead: a one-line refusal, and the origin never hears from the client
     t0 = time.monotonic()
@@ -409,8 +401,8 @@ def test_iso_boots_through_squid_and_cvmfs_proxy_overrides(repo, keys, tmp_path,
         assert f"mounted {FQRN} revision {r.revision} tag v1" in run.console
         first = len(o.log)
         assert first and not o.direct(), o.log
-        dead = f"http://{HOST_FROM_GUEST}:{_free_port()}"
-        dead2 = f"http://{HOST_FROM_GUEST}:{_free_port()}"
+        dead = f"http://{HOST_FROM_GUEST}:{free_port()}"
+        dead2 = f"http://{HOST_FROM_GUEST}:{free_port()}"
         spec = f"{dead}|{dead2};{via}"
         kernel = extract_from_iso(iso, "/boot/vmlinuz", tmp_path / "vmlinuz")
         initrd = extract_from_iso(iso, "/boot/initrd.img", tmp_path / "initrd.img")
