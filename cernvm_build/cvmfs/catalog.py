@@ -17,6 +17,7 @@ import struct
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from cernvm_build.cvmfs.database import new_database
 from cernvm_build.cvmfs.objects import Chunk
 from cernvm_build.errors import CvmfsIntegrityError
 
@@ -241,15 +242,7 @@ def content_digest(entries: list[Entry], nested: list[NestedRef]) -> str:
 def write_catalog(dest: Path, entries: list[Entry], nested: list[NestedRef], properties: dict[str, str],
                   counters: Counters) -> None:
     """Create a complete catalog database file at DEST (rows inserted in sorted path order)."""
-    if dest.exists():
-        dest.unlink()
-    db = sqlite3.connect(dest, isolation_level=None)
-    try:
-        db.execute("PRAGMA journal_mode=DELETE")
-        db.execute("PRAGMA synchronous=OFF")
-        db.execute("BEGIN")
-        for sql in _SCHEMA_SQL:
-            db.execute(sql)
+    with new_database(dest, _SCHEMA_SQL) as db:
         entries = sorted(entries, key=lambda e: e.path.encode("utf-8", "surrogateescape"))
         db.executemany(f"INSERT INTO catalog ({','.join(COLUMNS)}) VALUES ({','.join('?' * len(COLUMNS))})",
                        [e.row() for e in entries])
@@ -263,9 +256,6 @@ def write_catalog(dest: Path, entries: list[Entry], nested: list[NestedRef], pro
                        [(n.path, n.hash, n.size) for n in sorted(nested, key=lambda n: n.path)])
         db.executemany("INSERT INTO statistics VALUES (?,?)", counters.rows())
         db.executemany("INSERT INTO properties VALUES (?,?)", sorted(properties.items()))
-        db.execute("COMMIT")
-    finally:
-        db.close()
 
 
 class CatalogReader:

@@ -11,6 +11,7 @@ import sqlite3
 from dataclasses import dataclass, replace
 from pathlib import Path
 
+from cernvm_build.cvmfs.database import new_database
 from cernvm_build.errors import CvmfsIntegrityError
 
 TRUNK = "trunk"
@@ -43,14 +44,7 @@ class Tag:
 
 
 def write_history(dest: Path, fqrn: str, tags: list[Tag], previous: str | None) -> None:
-    if dest.exists():
-        dest.unlink()
-    db = sqlite3.connect(dest, isolation_level=None)
-    try:
-        db.execute("PRAGMA journal_mode=DELETE")
-        db.execute("BEGIN")
-        for sql in _SCHEMA_SQL:
-            db.execute(sql)
+    with new_database(dest, _SCHEMA_SQL) as db:
         props = {"schema": "1.0", "schema_revision": "3", "fqrn": fqrn}
         if previous:
             props["previous_revision"] = previous
@@ -59,9 +53,6 @@ def write_history(dest: Path, fqrn: str, tags: list[Tag], previous: str | None) 
         db.executemany("INSERT INTO tags VALUES (?,?,?,?,?,?,?,?)",
                        [(t.name, t.hash, t.revision, t.timestamp, t.channel, t.description, t.size, t.branch)
                         for t in sorted(tags, key=lambda t: (t.revision, t.name))])
-        db.execute("COMMIT")
-    finally:
-        db.close()
 
 
 def read_history(path: str | os.PathLike, what: str = "history") -> tuple[dict[str, str], list[Tag]]:

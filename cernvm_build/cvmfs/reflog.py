@@ -14,6 +14,7 @@ import os
 import sqlite3
 from pathlib import Path
 
+from cernvm_build.cvmfs.database import new_database
 from cernvm_build.errors import CvmfsIntegrityError
 from cernvm_build.util.files import atomic_path
 
@@ -34,21 +35,11 @@ Refs = dict[str, tuple[int, int]]
 def write_reflog(dest: Path, fqrn: str, refs: Refs) -> str:
     """Write the reflog to DEST atomically; return the SHA-1 of its bytes (the manifest's Y)."""
     with atomic_path(dest, 0o644) as tmp:
-        if tmp.exists():
-            tmp.unlink()
-        db = sqlite3.connect(tmp, isolation_level=None)
-        try:
-            db.execute("PRAGMA journal_mode=DELETE")
-            db.execute("BEGIN")
-            for sql in _SCHEMA_SQL:
-                db.execute(sql)
+        with new_database(tmp, _SCHEMA_SQL) as db:
             db.executemany("INSERT INTO properties VALUES (?,?)",
                            sorted({"schema": "1.0", "schema_revision": "0", "fqrn": fqrn}.items()))
             db.executemany("INSERT INTO refs VALUES (?,?,?)",
                            [(h, t, ts) for h, (t, ts) in sorted(refs.items(), key=lambda kv: (kv[1][0], kv[0]))])
-            db.execute("COMMIT")
-        finally:
-            db.close()
         digest = hashlib.sha1(tmp.read_bytes()).hexdigest()
     return digest
 
