@@ -7,12 +7,10 @@ tags — no incremental SQLite history that would make two equal repositories di
 from __future__ import annotations
 
 import os
-import sqlite3
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-from cernvm_build.cvmfs.database import new_database
-from cernvm_build.errors import CvmfsIntegrityError
+from cernvm_build.cvmfs.database import new_database, read_database
 
 TRUNK = "trunk"
 TRUNK_PREVIOUS = "trunk-previous"
@@ -57,20 +55,13 @@ def write_history(dest: Path, fqrn: str, tags: list[Tag], previous: str | None) 
 
 def read_history(path: str | os.PathLike, what: str = "history") -> tuple[dict[str, str], list[Tag]]:
     """(properties, tags ordered by revision then name); reads schema revisions 2 and 3."""
-    try:
-        db = sqlite3.connect(f"file:{os.fspath(path)}?mode=ro", uri=True)
-        try:
-            props = dict(db.execute("SELECT key, value FROM properties"))
-            cols = {r[1] for r in db.execute("PRAGMA table_info(tags)")}
-            branch = "branch" if "branch" in cols else "''"
-            rows = db.execute(f"SELECT name, hash, revision, timestamp, description, size, channel, {branch} "
-                              "FROM tags ORDER BY revision, name").fetchall()
-        finally:
-            db.close()
-    except sqlite3.DatabaseError as exc:
-        raise CvmfsIntegrityError(f"{what} is not a valid history database: {exc}") from exc
-    if props.get("schema") != "1.0":
-        raise CvmfsIntegrityError(f"{what} has unsupported schema {props.get('schema')!r}")
+    def tags(db) -> list:
+        cols = {r[1] for r in db.execute("PRAGMA table_info(tags)")}
+        branch = "branch" if "branch" in cols else "''"
+        return db.execute(f"SELECT name, hash, revision, timestamp, description, size, channel, {branch} "
+                          "FROM tags ORDER BY revision, name").fetchall()
+
+    props, rows = read_database(path, what, "history", tags)
     return props, [Tag(n, h, r, t, d or "", s or 0, c or 0, b or "") for n, h, r, t, d, s, c, b in rows]
 
 

@@ -11,11 +11,9 @@ from __future__ import annotations
 
 import hashlib
 import os
-import sqlite3
 from pathlib import Path
 
-from cernvm_build.cvmfs.database import new_database
-from cernvm_build.errors import CvmfsIntegrityError
+from cernvm_build.cvmfs.database import new_database, read_database
 from cernvm_build.util.files import atomic_path
 
 REFLOG_FILE = ".cvmfsreflog"
@@ -45,18 +43,8 @@ def write_reflog(dest: Path, fqrn: str, refs: Refs) -> str:
 
 
 def read_reflog(path: str | os.PathLike, what: str = REFLOG_FILE) -> tuple[dict[str, str], Refs]:
-    try:
-        db = sqlite3.connect(f"file:{os.fspath(path)}?mode=ro", uri=True)
-        try:
-            props = dict(db.execute("SELECT key, value FROM properties"))
-            refs = {h: (t, ts) for h, t, ts in db.execute("SELECT hash, type, timestamp FROM refs")}
-        finally:
-            db.close()
-    except sqlite3.DatabaseError as exc:
-        raise CvmfsIntegrityError(f"{what} is not a valid reflog database: {exc}") from exc
-    if props.get("schema") != "1.0":
-        raise CvmfsIntegrityError(f"{what} has unsupported schema {props.get('schema')!r}")
-    return props, refs
+    return read_database(path, what, "reflog", lambda db: {
+        h: (t, ts) for h, t, ts in db.execute("SELECT hash, type, timestamp FROM refs")})
 
 
 def load_refs(repo: Path) -> Refs | None:
