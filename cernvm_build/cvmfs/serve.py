@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import email.utils
 import logging
-import os
 import shutil
 import threading
 import time
@@ -163,7 +162,3 @@ server {{
     }}
 }}
 """
-
-
-def nginx_available() -> str | None:
-    return shutil.which("nginx") or (os.access("/usr/sbin/nginx", os.X_OK) and "/usr/sbin/nginx") or None
