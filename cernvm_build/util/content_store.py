@@ -171,27 +171,37 @@ class ContentStore:
         return True
 
     @staticmethod
-    def _tree_entries(root: Path) -> dict[str, str]:
-        """Regular files by digest, symlinks by target (directories are implied by them)."""
-        out = {}
+    def _tree_entries(root: Path, known: dict[str, list[str]] | None = None) -> dict[str, list[str]]:
+        """Regular files as [identity, digest], symlinks as ["link", target] (directories are implied).
+        A file whose identity is the one KNOWN records is not read again: any write changes its ctime."""
+        known = known or {}
+        out: dict[str, list[str]] = {}
         for dirpath, dirnames, filenames in os.walk(root):
             for name in dirnames + filenames:
                 p = Path(dirpath) / name
+                rel = str(p.relative_to(root))
                 if p.is_symlink():
-                    out[str(p.relative_to(root))] = "link:" + os.readlink(p)
+                    out[rel] = ["link", os.readlink(p)]
                 elif p.is_file():
-                    out[str(p.relative_to(root))] = sha256_file(p)
+                    ident = _identity(os.stat(p))
+                    seen = known.get(rel)
+                    out[rel] = [ident, seen[1] if seen and seen[0] == ident else sha256_file(p)]
         return out
 
     def seal_tree(self, name: str, root: Path) -> None:
-        """Seal every file's digest and every symlink's target below ROOT (a derived directory: the
-        boot kernel, the client toolchain tree)."""
+        """Seal every file's identity and digest and every symlink's target below ROOT (a derived
+        directory: the boot kernel, the client toolchain tree)."""
         self.seal(f"tree:{name}", json.dumps(self._tree_entries(root), sort_keys=True).encode())
 
     def tree_intact(self, name: str, root: Path) -> bool:
-        """ROOT holds exactly the files and symlinks sealed under NAME, as they were sealed."""
+        """ROOT holds exactly the files and symlinks sealed under NAME, with the sealed contents: files
+        whose identity is unchanged cost a stat, others are hashed again."""
         record = self.unseal(f"tree:{name}")
-        return record is not None and root.is_dir() and json.loads(record) == self._tree_entries(root)
+        if record is None or not root.is_dir():
+            return False
+        sealed = json.loads(record)
+        digests = {rel: e[1] for rel, e in sealed.items()}
+        return {rel: e[1] for rel, e in self._tree_entries(root, sealed).items()} == digests
 
     # ---- packages ------------------------------------------------------------------------------
     def package(self, sha256: str) -> Path:
