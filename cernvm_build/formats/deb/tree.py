@@ -99,35 +99,6 @@ def payload_tar(deb: Path, out: Path, what: str) -> Path:
     return out
 
 
-def unpack_deb(tree: SafeTree, deb: Path, pkg: LockedPackage, tar: Path | None = None,
-               control: DebControl | None = None) -> Unpacked:
-    """Control data plus the payload extracted into the tree (dpkg-deb --fsys-tarfile | checked tar).
-
-    TAR/CONTROL may be prepared ahead (see payload_tar); otherwise dpkg-deb is piped directly."""
-    what = f"{pkg.name} {pkg.evr}"
-    control = control or read_control(deb, what)
-    if tar is not None:
-        with open(tar, "rb") as f:
-            return Unpacked(pkg, control, tree.extract(f, what))
-    proc = subprocess.Popen(["dpkg-deb", "--fsys-tarfile", str(deb)], stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE)
-    try:
-        assert proc.stdout is not None
-        listing = tree.extract(proc.stdout, what)
-        proc.stdout.read()
-    except BaseException:
-        proc.kill()
-        proc.wait()
-        raise
-    finally:
-        if proc.stdout:
-            proc.stdout.close()
-    err = proc.stderr.read().decode() if proc.stderr else ""
-    if proc.wait():
-        raise RootfsError(f"{what}: dpkg-deb --fsys-tarfile failed: {err.strip()}")
-    return Unpacked(pkg, control, listing)
-
-
 def unpack_all(tree: SafeTree, order: list[LockedPackage], files: dict[str, Path], workdir: Path,
                jobs: int | None = None, lookahead: int = 8) -> list[Unpacked]:
     """Unpack ORDER strictly in sequence while up to LOOKAHEAD later payloads decompress in parallel."""
@@ -150,7 +121,8 @@ def unpack_all(tree: SafeTree, order: list[LockedPackage], files: dict[str, Path
     def consume(i: int, p: LockedPackage, prepared: tuple[DebControl, Path]) -> None:
         control, tar = prepared
         try:
-            units.append(unpack_deb(tree, Path(), p, tar, control))
+            with open(tar, "rb") as f:
+                units.append(Unpacked(p, control, tree.extract(f, f"{p.name} {p.evr}")))
         finally:
             tar.unlink(missing_ok=True)
 
