@@ -100,25 +100,84 @@ def render_summary(result) -> str:
     return "\n".join(lines)
 
 
+def render_snapshots_summary(result) -> str:
+    """Several snapshots: one block each, with what each added to the shared repository."""
+    d = result.definition
+    lines = [f"pipeline {d.name}: {len(result.snapshots)} snapshots into {d.cvmfs.repository} "
+             f"in {result.seconds:.1f}s"]
+    for r in result.snapshots:
+        v = r.values
+        ran = ", ".join(r.ran) or "none"
+        line = f"  {r.definition.name:<20} {len(r.ran)} of {len(r.outcomes)} stages ran ({ran})"
+        if "root_hash" in v:
+            new = r.status("publish") == "ran"
+            line += (f"\n  {'':<20} tag {v['tag']} (revision {v['revision']}), {v['packages']} packages, "
+                     f"tree {megabytes(v['tree_bytes'])}, added "
+                     + (f"{megabytes(v['bytes_written'])} ({v['data_objects_written']} new data objects)"
+                        if new else "nothing (unchanged)"))
+        lines.append(line)
+    if result.iso is not None:
+        v = result.iso.values
+        if "iso" in v:
+            lines.append(f"iso:       {v['iso']} ({megabytes(v['iso_bytes'])}), default tag {v['tag']}")
+        else:
+            lines.append("iso:       " + next((o.reason for o in result.iso.outcomes if o.reason), "not built"))
+    return "\n".join(lines)
+
+
+def _result_json(result) -> dict:
+    return {"stages": [o.__dict__ for o in result.outcomes], "values": result.values,
+            "seconds": round(result.seconds, 3)}
+
+
 def _build(args: argparse.Namespace) -> int:
     from cernvm_build.pipeline.engine import Context, Reporter, run_pipeline
     from cernvm_build.pipeline.stages import default_stages
 
     definition, bundle = load_definition(args)
+    if definition.snapshots:
+        return _build_snapshots(args, definition)
     ctx = Context(definition, offline=args.offline or bundle is not None, bundle=bundle,
                   progress=sys.stderr.isatty() and not args.quiet)
     reporter = Reporter(enabled=False if args.quiet else (True if args.progress else None))
-    stop = set()
-    if args.until:
-        names = [s.name for s in default_stages()]
-        if args.until not in names:
-            raise SystemExit(f"error: --until: no stage {args.until!r} (stages: {', '.join(names)})")
-        stop = set(names[names.index(args.until) + 1:])
     result = run_pipeline(definition, default_stages(), ctx=ctx, force=args.force or (), reporter=reporter,
-                          only=lambda s: s.name not in stop)
+                          only=_until(args))
     if args.json:
-        print(json.dumps({"stages": [o.__dict__ for o in result.outcomes], "values": result.values,
-                          "seconds": round(result.seconds, 3)}, indent=2, sort_keys=True, default=str))
+        print(json.dumps(_result_json(result), indent=2, sort_keys=True, default=str))
     elif not args.quiet:
         print(render_summary(result))
+    return 0
+
+
+def _until(args: argparse.Namespace):
+    """--until STAGE: a filter keeping STAGE and the stages before it."""
+    from cernvm_build.pipeline.stages import default_stages
+
+    if not args.until:
+        return None
+    names = [s.name for s in default_stages()]
+    if args.until not in names:
+        raise SystemExit(f"error: --until: no stage {args.until!r} (stages: {', '.join(names)})")
+    stop = set(names[names.index(args.until) + 1:])
+    return lambda s: s.name not in stop
+
+
+def _build_snapshots(args: argparse.Namespace, definition) -> int:
+    """A [[snapshots]] definition: each snapshot's pipeline into the shared repository, then one ISO."""
+    from cernvm_build.errors import PipelineConfigError
+    from cernvm_build.pipeline.engine import Reporter
+    from cernvm_build.pipeline.releases import run_snapshots
+
+    if args.lock_file:
+        raise PipelineConfigError(f"{definition.path}: --lock-file names one lock, but the definition has "
+                                  f"{len(definition.snapshots)} snapshots (each names its own lock-file)")
+    reporter = Reporter(enabled=False if args.quiet else (True if args.progress else None))
+    result = run_snapshots(definition, offline=args.offline, progress=sys.stderr.isatty() and not args.quiet,
+                           force=tuple(args.force or ()), reporter=reporter, only=_until(args))
+    if args.json:
+        print(json.dumps({"snapshots": {r.definition.name: _result_json(r) for r in result.snapshots},
+                          "iso": _result_json(result.iso) if result.iso else None,
+                          "seconds": round(result.seconds, 3)}, indent=2, sort_keys=True, default=str))
+    elif not args.quiet:
+        print(render_snapshots_summary(result))
     return 0

@@ -35,6 +35,19 @@ own directory, so a definition means the same thing from any working directory.
     boot-lock = "../closures/boot.lock.toml"
     repo-url = "http://localhost:8000/"
     output = "debian.iso"
+
+Several snapshots in one repository (e.g. Debian 11, 12 and 13 side by side, deduplicated against each
+other): instead of `recipe`, one `[[snapshots]]` table per recipe. Each is locked, signed, fetched,
+built and published as the single-recipe pipeline does (state in STATE/snapshots/NAME), sharing the
+signing key, the rootfs mode and the repository; then one ISO boots any of them (its menu lists the
+repository's tags, newest first).
+
+    [[snapshots]]
+    recipe = "../recipes/debian-bullseye-minimal.toml"
+    name = "debian-bullseye"             # default: the recipe's name; {name} in the tag template
+    lock = "reuse"                       # default: the top-level `lock`
+    lock-file = "..."                    # default: closures/ beside recipes/
+    description = "Debian 11"            # default: [cvmfs] description
 """
 
 from __future__ import annotations
@@ -96,6 +109,17 @@ class IsoTarget:
 
 
 @dataclass(frozen=True)
+class SnapshotSpec:
+    """One `[[snapshots]]` entry of a multi-snapshot pipeline (see `PipelineDef.for_snapshot`)."""
+
+    name: str
+    recipe: Path
+    lock_mode: str
+    lock_file: Path
+    description: str = ""
+
+
+@dataclass(frozen=True)
 class PipelineDef:
     """A validated pipeline definition with absolute paths."""
 
@@ -112,10 +136,25 @@ class PipelineDef:
     image: ImageTarget | None = None
     iso: IsoTarget | None = None
     jobs: int = 4
+    snapshots: tuple[SnapshotSpec, ...] = ()
 
     @property
     def rootfs_dir(self) -> Path:
         return self.state_dir / "rootfs"
+
+    def for_snapshot(self, spec: SnapshotSpec) -> "PipelineDef":
+        """The single-recipe pipeline of one `[[snapshots]]` entry: its own recipe, lock and state
+        (STATE/snapshots/NAME), this definition's signing key, rootfs mode, repository and image; the
+        ISO is built once for all of them (`iso` is None here). Signatures go to the snapshot's state
+        (a lock may also be signed by another pipeline, with another key, beside the lock)."""
+        state = self.state_dir / "snapshots" / spec.name
+        signing = self.signing
+        if signing is not None and signing.signature is None and (signing.key or signing.keyless):
+            signing = replace(signing, signature=state / f"{spec.lock_file.name}.sigstore.json")
+        return replace(self, name=spec.name, recipe=spec.recipe, lock_mode=spec.lock_mode,
+                       lock_file=spec.lock_file, state_dir=state, signing=signing,
+                       cvmfs=replace(self.cvmfs, description=spec.description or self.cvmfs.description),
+                       iso=None, snapshots=())
 
 
 class _Table(StrictTable):
@@ -182,7 +221,11 @@ def parse_pipeline(data: dict, where: str, base: Path, recipe_name: str | None =
                    require_recipe: bool = True) -> PipelineDef:
     """Validate a parsed TOML document. RECIPE_NAME (from the recipe file) names defaults."""
     t = _Table(data, where)
-    recipe = t.path("recipe", base, required=require_recipe)
+    multi = "snapshots" in data
+    if multi and "recipe" in data:
+        raise PipelineConfigError(f"{where}: give either 'recipe' (one snapshot) or [[snapshots]] "
+                                  "(several), not both")
+    recipe = t.path("recipe", base, required=require_recipe and not multi)
     name = t.get("name", str, "a string")
     if recipe is not None and recipe_name is None:
         recipe_name = _recipe_name(recipe, where)
@@ -266,10 +309,38 @@ def parse_pipeline(data: dict, where: str, base: Path, recipe_name: str | None =
         if not re.match(r"^(https?|file)://", iso.repo_url):
             raise PipelineConfigError(f"{b.where}: key 'repo-url' must start with http://, https:// or file://")
         b.finish()
+    snapshots = _snapshots(t, base, lock_mode) if multi else ()
+    if multi and "lock-file" in data:
+        raise PipelineConfigError(f"{where}: key 'lock-file' belongs in each [[snapshots]] entry")
+    if multi and image is not None and image.output is not None:
+        raise PipelineConfigError(f"{where}: [image] key 'output' names one file, but there are "
+                                  f"{len(snapshots)} snapshots (each gets STATE/snapshots/NAME/image/)")
     t.finish()
     return PipelineDef(name=name, path=None, recipe=recipe, lock_mode=lock_mode, lock_file=lock_file,
                        state_dir=state_dir, cache_dir=cache_dir, rootfs_mode=rootfs_mode, cvmfs=cvmfs,
-                       signing=signing, image=image, iso=iso, jobs=jobs)
+                       signing=signing, image=image, iso=iso, jobs=jobs, snapshots=snapshots)
+
+
+def _snapshots(t: _Table, base: Path, lock_mode: str) -> tuple[SnapshotSpec, ...]:
+    """The [[snapshots]] array: each a recipe with its own name, lock mode and lock file."""
+    t.seen.add("snapshots")
+    entries = t.data["snapshots"]
+    if not isinstance(entries, list) or not entries or not all(isinstance(e, dict) for e in entries):
+        raise PipelineConfigError(f"{t.where}: 'snapshots' must be one or more [[snapshots]] tables")
+    specs: list[SnapshotSpec] = []
+    for n, entry in enumerate(entries, 1):
+        s = _Table(entry, f"{t.where}: [[snapshots]] #{n}")
+        recipe = s.path("recipe", base, required=True)
+        recipe_name = _recipe_name(recipe, s.where)
+        name = _name_ok(s.get("name", str, "a string") or recipe_name, s.where)
+        if any(x.name == name for x in specs):
+            raise PipelineConfigError(f"{s.where}: name {name!r} is already used by another snapshot "
+                                      "(names make the tags and state directories: they must differ)")
+        specs.append(SnapshotSpec(name=name, recipe=recipe, lock_mode=s.choice("lock", LOCK_MODES, lock_mode),
+                                  lock_file=s.path("lock-file", base, default_lock_file(recipe, recipe_name)),
+                                  description=s.get("description", str, "a string", "")))
+        s.finish()
+    return tuple(specs)
 
 
 def _recipe_name(recipe: Path, where: str) -> str:
@@ -343,4 +414,4 @@ def bundle_pipeline(bundle: Path, inventory: dict, base: PipelineDef | None,
     if signing is not None:   # a bundle is read-only: verify its signature, never sign into it
         signing = replace(signing, key=None, generate=False, signature=None, keyless=False)
     base = apply_overrides(base, state_dir=state_dir)
-    return replace(base, recipe=None, lock_mode="bundle", lock_file=lock, signing=signing)
+    return replace(base, recipe=None, lock_mode="bundle", lock_file=lock, signing=signing, snapshots=())

@@ -194,6 +194,12 @@ class Reporter:
         self.tty = self.stream.isatty()
         self.enabled = self.tty if enabled is None else enabled
 
+    def heading(self, text: str) -> None:
+        """A line naming what the following stages belong to (one snapshot of several)."""
+        if self.enabled:
+            self.stream.write(f"{text}\n")
+            self.stream.flush()
+
     def start(self, index: int, total: int, stage: str) -> None:
         if self.enabled and self.tty:
             self.stream.write(f"[{index}/{total}] {stage} ...")
@@ -235,22 +241,25 @@ def state_lock(state_dir: Path) -> Iterator[None]:
 
 def run_pipeline(definition: PipelineDef, stages: Iterable[Stage], *, ctx: Context | None = None,
                  force: Iterable[str] = (), reporter: Reporter | None = None,
-                 only: Callable[[Stage], bool] | None = None) -> PipelineResult:
+                 only: Callable[[Stage], bool] | None = None,
+                 given: Mapping[str, StageOutput] | None = None) -> PipelineResult:
     """Run STAGES in order. FORCE names stages to run even when unchanged (what follows re-runs only if
-    the forced stage's outputs differ)."""
+    the forced stage's outputs differ). GIVEN: outputs of stages run elsewhere (another pipeline's
+    publish, for an ISO over several snapshots), readable by `needs` as if they had run here."""
     with state_lock(definition.state_dir):
-        return _run(definition, stages, ctx, force, reporter, only)
+        return _run(definition, stages, ctx, force, reporter, only, given or {})
 
 
 def _run(definition: PipelineDef, stages: Iterable[Stage], ctx: Context | None, force: Iterable[str],
-         reporter: Reporter | None, only: Callable[[Stage], bool] | None) -> PipelineResult:
+         reporter: Reporter | None, only: Callable[[Stage], bool] | None,
+         given: Mapping[str, StageOutput]) -> PipelineResult:
     ctx = ctx or Context(definition)
     reporter = reporter or Reporter(enabled=False)
     records = Records(definition.state_dir)
     stages = [s for s in stages if only is None or only(s)]
     force = set(force)
     outcomes: list[StageOutcome] = []
-    outputs: dict[str, StageOutput] = {}
+    outputs: dict[str, StageOutput] = dict(given)
     started = time.monotonic()
     for i, stage in enumerate(stages, 1):
         reason = stage.skip_reason(ctx)
