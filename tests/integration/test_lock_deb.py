@@ -141,6 +141,17 @@ def test_unknown_package_is_named_with_close_matches(repo, tmp_path, cache):
     assert res.returncode != 0 and "no version of 'libfoo' satisfies '>= 3'" in res.stderr
 
 
+def test_suite_that_does_not_exist_is_named(repo, tmp_path, cache):
+    from dataclasses import replace
+
+    r = write_recipe(tmp_path / "s.toml", replace(repo, suite="stabel"), ["agent"])
+    out = tmp_path / "s.lock"
+    res = lock_cli(r, out, cache)
+    assert res.returncode != 0 and not out.exists()
+    line, = res.stderr.strip().splitlines()
+    assert "suite 'stabel' does not exist at file://" in line and "dists/stabel/InRelease" in line, line
+
+
 @pytest.mark.parametrize("names,expect", [
     (["app", "rival"], "conflicts"),
     (["needs-ghost"], "ghost-package"),

@@ -105,7 +105,11 @@ def _fetch_signed_release(repo: Repository, store: ContentStore, options: Metada
         return f"dists/{repo.suite}/InRelease", data, verified
     except http.NotFound:
         pass
-    data = http.fetch_bytes(f"{dists}/Release")
+    try:
+        data = http.fetch_bytes(f"{dists}/Release")
+    except http.NotFound:
+        raise MetadataError(f"repository {repo.name!r}: suite {repo.suite!r} does not exist at {repo.url} "
+                            f"(neither dists/{repo.suite}/InRelease nor Release is there)") from None
     sig = http.fetch_bytes(f"{dists}/Release.gpg")
     digest, sig_digest = sha256_bytes(data), sha256_bytes(sig)
     for d, b in ((digest, data), (sig_digest, sig)):

@@ -1,0 +1,99 @@
+"""pipeline/debian-releases.toml on the live archive: Debian 11, 12 and 13 as tags of one repository,
+deduplicated against each other, and the one ISO (bookworm's kernel) booting each to its own login
+prompt, chosen with cvmfs.tag=."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+from pathlib import Path
+
+import pytest
+
+from cernvm_build.cli import main
+from cernvm_build.cvmfs.keys import load_public_key
+from cernvm_build.cvmfs.reader import Repository, verify_repository
+
+ROOT = Path(__file__).resolve().parents[2]
+PIPELINE = ROOT / "pipeline" / "debian-releases.toml"
+RELEASES = {"debian-bullseye": "11", "debian-bookworm": "12", "debian-trixie": "13"}
+
+pytestmark = [pytest.mark.network, pytest.mark.slow, pytest.mark.boot,
+              pytest.mark.skipif(os.geteuid() != 0, reason="install mode needs root (chroot)")]
+
+
+def definition(tmp: Path, port: int) -> Path:
+    """pipeline/debian-releases.toml as it is, but writing its locks, state and ISO under TMP (the
+    checkout's closures/ are left alone) and pointing the ISO at this test's server."""
+    text = PIPELINE.read_text()
+    text = text.replace('state-dir = "../build/debian-releases"', f'state-dir = "{tmp}/state"')
+    text = text.replace('repo-url = "http://10.0.2.2:8000/"', f'repo-url = "http://10.0.2.2:{port}/"')
+    for name in RELEASES:
+        recipe = f'recipe = "../recipes/{name}-minimal.toml"'
+        assert recipe in text
+        text = text.replace(recipe, f'recipe = "{ROOT}/recipes/{name}-minimal.toml"\n'
+                                    f'lock-file = "{tmp}/closures/{name}-minimal.lock.toml"')
+    boot_lock = 'boot-lock = "../closures/debian-bookworm-minimal.lock.toml"'
+    assert boot_lock in text
+    text = text.replace(boot_lock, f'boot-lock = "{tmp}/closures/debian-bookworm-minimal.lock.toml"')
+    text = text.replace('client-lock = "../closures/', f'client-lock = "{ROOT}/closures/')
+    p = tmp / "pipeline" / "debian-releases.toml"
+    p.parent.mkdir(parents=True)
+    p.write_text(text)
+    return p
+
+
+@pytest.mark.timeout(1800)
+def test_three_releases_one_repository_one_iso(tmp_path, capsys):
+    from cernvm_build.boot.qemu import QemuOptions, boot, extract_from_iso
+    from tests.boot_helpers import CountingServer
+
+    # the server first: its port goes into the ISO (the repository appears under it once published)
+    (tmp_path / "state" / "cvmfs" / "repo").mkdir(parents=True)
+    server = CountingServer(tmp_path / "state" / "cvmfs" / "repo")
+    try:
+        p = definition(tmp_path, server.port)
+        capsys.readouterr()
+        rc = main(["build", str(p), "--json"])
+        out, err = capsys.readouterr()
+        assert rc == 0, err
+        res = json.loads(out)
+        snaps = {name: r["values"] for name, r in res["snapshots"].items()}
+        assert list(snaps) == list(RELEASES)
+        repo = tmp_path / "state" / "cvmfs" / "repo"
+        master = load_public_key(tmp_path / "state/cvmfs/keys/debian.cernvm-build.local.pub")
+        figures = []
+        for name, v in snaps.items():
+            assert v["tag"].startswith(name + "-") and v["packages"] > 100
+            with Repository(str(repo), master_keys=[master], tag=v["tag"]) as r:
+                os_release = b"".join(r.iter_content(r.lookup("/usr/lib/os-release"))).decode()
+                assert f'VERSION_ID="{RELEASES[name]}"' in os_release
+                lock = b"".join(r.iter_content(r.lookup("/.cernvm/closure.lock.toml")))
+                assert lock == (tmp_path / "closures" / f"{name}-minimal.lock.toml").read_bytes()
+            figures.append(f"{name}: tree {v['tree_bytes'] / 1e6:.0f} MB, added {v['bytes_written'] / 1e6:.0f} MB")
+        with Repository(str(repo), master_keys=[master]) as r:
+            assert not verify_repository(r).problems
+        # the later releases share files with the earlier ones: each adds less than its own tree
+        # compresses to alone (the first, bullseye, wrote everything it has)
+        first = snaps["debian-bullseye"]
+        for name in ("debian-bookworm", "debian-trixie"):
+            assert snaps[name]["data_objects_written"] < snaps[name]["tree_files"]
+        assert first["data_objects_written"] > 0
+        print("\n" + "; ".join(figures))
+
+        # one ISO; its default is the newest tag; each release boots to its own login prompt
+        iso = Path(res["iso"]["values"]["iso"])
+        assert res["iso"]["values"]["tag"] == snaps["debian-trixie"]["tag"]
+        kernel = extract_from_iso(iso, "/boot/vmlinuz", tmp_path / "vmlinuz")
+        initrd = extract_from_iso(iso, "/boot/initrd.img", tmp_path / "initrd.img")
+        for name, number in RELEASES.items():
+            run = boot(QemuOptions(kernel=kernel, initrd=initrd,
+                                   append=f"console=ttyS0,115200 cvmfs.tag={snaps[name]['tag']}"),
+                       tmp_path / f"{name}.console", timeout=300, marker="login:", stop_at_marker=True)
+            assert run.marker_seconds is not None, run.tail()
+            banner = re.search(r"Debian GNU/Linux (\d+)", run.console)
+            assert banner and banner.group(1) == number, run.tail()
+            print(f"{name}: login prompt after {run.marker_seconds:.0f} s")
+    finally:
+        server.shutdown()
