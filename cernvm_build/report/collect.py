@@ -224,7 +224,8 @@ def _installed_sizes(snap: Repository, tag: str, problems: list[str]) -> dict[tu
     out: dict[tuple[str, str], int] = {}
     for s in stanzas:
         size = s.get("installed-size", "")
-        if s.get("package") and size.isdigit() and s.get("status", "").endswith(" installed"):
+        state = (s.get("status", "").split() or ["?"])[-1]     # unpack mode leaves "install ok unpacked"
+        if s.get("package") and size.isdigit() and state not in ("not-installed", "config-files"):
             out[(s["package"], s.get("architecture", ""))] = int(size) * 1024
     return out
 
