@@ -25,7 +25,7 @@ CSS = """
 * { box-sizing:border-box; }
 body { margin:0; font:15px/1.5 system-ui,-apple-system,"Segoe UI",Roboto,"DejaVu Sans",sans-serif;
   color:var(--fg); background:var(--bg); }
-main { max-width:1100px; margin:0 auto; padding:24px 28px 48px; }
+main { max-width:1240px; margin:0 auto; padding:24px 28px 48px; }
 header.page { border-bottom:3px solid var(--accent); padding-bottom:12px; margin-bottom:18px; }
 h1 { font-size:26px; margin:0 0 4px; }
 h2 { font-size:20px; margin:34px 0 10px; }
@@ -39,6 +39,7 @@ table { border-collapse:collapse; width:100%; margin:6px 0 10px; }
 th, td { text-align:left; padding:5px 8px; border-bottom:1px solid var(--line); vertical-align:top; }
 th { font-size:13px; color:var(--muted); font-weight:600; background:var(--panel); }
 td.num, th.num { text-align:right; font-variant-numeric:tabular-nums; }
+td.num, td.nowrap { white-space:nowrap; }
 a { color:var(--accent); }
 .badge { display:inline-block; padding:1px 8px; border-radius:10px; font-size:12px; font-weight:600;
   background:var(--panel); border:1px solid var(--line); color:var(--fg); vertical-align:middle; }
@@ -57,6 +58,7 @@ dl.facts dd { margin:0; overflow-wrap:anywhere; }
 .diff-removed td:first-child { color:var(--bad); }
 .diff-upgraded td:first-child, .diff-downgraded td:first-child { color:var(--accent); }
 figure { margin:10px 0; overflow-x:auto; }
+.table-wrap { overflow-x:auto; }
 figure svg { max-width:100%; height:auto; }
 ul.downloads { padding-left:18px; }
 details summary { cursor:pointer; color:var(--accent); }
@@ -106,7 +108,7 @@ def _signature_badge(t: TagReport) -> str:
         return '<span class="badge warn sig-unsigned">unsigned</span>'
     if s.state == "invalid":
         return f'<span class="badge bad sig-invalid" title="{e(s.note)}">invalid signature</span>'
-    who = f"key {s.signer[:16]}" if s.state == "key" else (s.signer or "keyless")
+    who = f"key {s.signer[:12]}" if s.state == "key" else (s.signer or "keyless")
     if s.verified:
         return f'<span class="badge ok sig-verified" title="{e(s.signer)}">&#10003; {e(who)}</span>'
     if s.verified is False:
@@ -203,17 +205,19 @@ def _overview(data: ReportData, charts: dict[str, str]) -> list[str]:
     out = ['<section id="overview">', "<h2>Snapshots</h2>"]
     if not data.tags:
         return out + ['<p class="muted">This repository has no named tags yet.</p>', "</section>"]
-    out += ['<table id="tags-table" class="tags">', ("<thead><tr><th>tag</th><th>release</th><th>date</th>"
+    out += ['<div class="table-wrap">', '<table id="tags-table" class="tags">', ("<thead><tr><th>tag</th><th>release</th><th>date</th>"
             '<th class="num">packages</th><th class="num">tree size</th><th>kernel</th><th>signature</th>'
             "<th>changes</th></tr></thead>"), "<tbody>"]
     for t in data.tags:
         kernel = _kernel_short(t)
         pkgs = len(t.closure.packages) if t.closure else '<span class="muted">—</span>'
-        out.append(f'<tr class="tag-row" data-tag="{e(t.tag.name)}"><td><a href="#tag-{e(t.slug)}">'
-                   f"<code>{e(t.tag.name)}</code></a></td><td>{e(t.release)}</td><td>{e(utc(t.tag.timestamp))}</td>"
-                   f'<td class="num">{pkgs}</td><td class="num">{e(human_bytes(t.tree_bytes))}</td><td>{kernel}</td>'
-                   f"<td>{_signature_badge(t)}</td><td>{_changes(t)}</td></tr>")
-    out += ["</tbody>", "</table>"]
+        out.append(f'<tr class="tag-row" data-tag="{e(t.tag.name)}"><td class="nowrap"><a href="#tag-{e(t.slug)}">'
+                   f'<code>{e(t.tag.name)}</code></a></td><td>{e(t.release)}</td>'
+                   f'<td class="nowrap" title="{e(utc(t.tag.timestamp))}">{e(utc(t.tag.timestamp)[:10])}</td>'
+                   f'<td class="num">{pkgs}</td>'
+                   f'<td class="num">{e(human_bytes(t.tree_bytes))}</td><td class="nowrap">{kernel}</td>'
+                   f'<td class="nowrap">{_signature_badge(t)}</td><td>{_changes(t)}</td></tr>')
+    out += ["</tbody>", "</table>", "</div>"]
     if "tags" in charts:
         out += ['<figure id="chart-tags" class="chart">', charts["tags"].strip(),
                 ("<figcaption class=\"muted\">Packages and tree size (the bytes of the snapshot's files, from its "

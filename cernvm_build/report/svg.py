@@ -46,7 +46,7 @@ def _open(width: int, height: int, label: str, css_class: str) -> list[str]:
             f"<title>{escape(label)}</title>"]
 
 
-def size_by_package(items: list[tuple[str, int]], title: str, *, top: int = 15, width: int = 640) -> str:
+def size_by_package(items: list[tuple[str, int]], title: str, *, top: int = 15, width: int = 720) -> str:
     """Horizontal bars of the TOP largest items, then one bar for all others together."""
     ranked = sorted(items, key=lambda kv: (-kv[1], kv[0]))
     rows = ranked[:top]
@@ -54,7 +54,7 @@ def size_by_package(items: list[tuple[str, int]], title: str, *, top: int = 15, 
     if rest:
         rows.append((f"other ({len(rest)} packages)", sum(v for _, v in rest)))
     total = sum(v for _, v in ranked) or 1
-    label_w, value_w, bar_h, gap, head = 190, 120, 16, 6, 30
+    label_w, value_w, bar_h, gap, head = 230, 130, 16, 6, 30
     plot_w = width - label_w - value_w
     height = head + len(rows) * (bar_h + gap) + 8
     biggest = max((v for _, v in rows), default=0) or 1

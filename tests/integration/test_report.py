@@ -101,7 +101,7 @@ def page(releases, tmp_path_factory):
 
 
 def section(html: str, tag: str) -> str:
-    m = re.search(rf'<section class="tag" id="tag-{re.escape(tag)}".*?</section>', html, re.S)
+    m = re.search(rf'<section class="tag" id="tag-{re.escape(tag)}".*?</section>', html, re.DOTALL)
     assert m, tag
     return m.group(0)
 
@@ -187,7 +187,7 @@ def test_diff_against_the_previous_tag_of_the_same_release(page):
     assert [c["name"] for c in changes["added"]] == ["gamma"]
     assert [c["name"] for c in changes["removed"]] == ["beta"]
     rel2 = section(html, "rel-2")
-    rows = re.findall(r'<tr class="diff-row diff-(\w+)" data-package="([^"]+)">(.*?)</tr>', rel2, re.S)
+    rows = re.findall(r'<tr class="diff-row diff-(\w+)" data-package="([^"]+)">(.*?)</tr>', rel2, re.DOTALL)
     assert [(k, n) for k, n, _ in rows] == [("added", "gamma"), ("removed", "beta"), ("upgraded", "alpha")]
     upgraded = rows[2][2]
     assert "1.0-1" in upgraded and "1.1-1" in upgraded and "fixture → fixture-updates" in upgraded
@@ -224,7 +224,7 @@ def test_charts_are_well_formed_svg(page):
         root = ET.fromstring(f.read_bytes())
         assert root.tag == "{http://www.w3.org/2000/svg}svg"
         assert root.findall(".//{http://www.w3.org/2000/svg}rect")
-    inline = re.findall(r"<svg .*?</svg>", page.html, re.S)
+    inline = re.findall(r"<svg .*?</svg>", page.html, re.DOTALL)
     assert len(inline) == 4
     for svg in inline:
         ET.fromstring(svg)
