@@ -16,11 +16,13 @@ site is built in a temporary directory beside OUT and renamed onto it, replacing
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
 import tempfile
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -61,8 +63,9 @@ def build_report(repo: str | os.PathLike, out: str | os.PathLike, *, tags: list[
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent))
     try:
-        files = _write_site(data, tmp, repo_url=repo_url, top=top,
-                            signing_key_name=(trust.keys[0].name if trust and trust.keys else None))
+        with _lock_dates():
+            files = _write_site(data, tmp, repo_url=repo_url, top=top,
+                                signing_key_name=(trust.keys[0].name if trust and trust.keys else None))
         size = sum(p.stat().st_size for p in files)
         _replace_dir(tmp, out)
     except BaseException:
@@ -70,6 +73,18 @@ def build_report(repo: str | os.PathLike, out: str | os.PathLike, *, tags: list[
         raise
     return ReportResult(out, [t.tag.name for t in data.tags], len(files), size, time.monotonic() - started,
                         data.whitelist.expires if data.whitelist else None, data.problems)
+
+
+@contextlib.contextmanager
+def _lock_dates() -> Iterator[None]:
+    """SBOMs dated by their lock alone: a SOURCE_DATE_EPOCH in the environment (a CI job's commit time)
+    must not change the page, whose only input is the repository."""
+    saved = os.environ.pop("SOURCE_DATE_EPOCH", None)
+    try:
+        yield
+    finally:
+        if saved is not None:
+            os.environ["SOURCE_DATE_EPOCH"] = saved
 
 
 def _check_target(out: Path) -> None:

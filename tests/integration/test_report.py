@@ -243,6 +243,14 @@ def test_same_repository_same_bytes_and_atomic_replacement(releases, page, tmp_p
         return {p.relative_to(d).as_posix(): p.read_bytes() for p in sorted(d.rglob("*")) if p.is_file()}
 
     assert files(second) == files(page.dir)
+    # the environment's SOURCE_DATE_EPOCH (a CI job's commit time) does not date the SBOMs: only the locks do
+    third = tmp_path / "sde"
+    res = subprocess.run([sys.executable, "-m", "cernvm_build.cli", "report", str(releases.repo), "-o", str(third),
+                          "--key", str(releases.pub), "--pubkey", str(releases.master)], capture_output=True,
+                         text=True, check=False, env={**os.environ, "SOURCE_DATE_EPOCH": "1234567890"})
+    assert res.returncode == 0, res.stderr
+    assert files(third) == files(page.dir)
+    shutil.rmtree(third)
     # writing over an earlier page replaces it whole and leaves nothing beside it
     (second / "tags" / "stale.txt").write_text("from an older page")
     assert run("report", releases.repo, "-o", second, "--tag", "rel-1").returncode == 0
@@ -293,6 +301,43 @@ def test_bad_input_is_one_line(releases, tmp_path):
     assert res.returncode == 1 and len(res.stderr.splitlines()) == 1 and "refusing to replace" in res.stderr
     assert (other / "thesis.tex").read_text() == "precious" and sorted(os.listdir(other)) == ["thesis.tex"]
     assert sorted(p.name for p in tmp_path.iterdir()) == ["documents", "plain"]
+
+
+def test_a_served_repository_gives_the_same_facts(releases, page, tmp_path):
+    from cernvm_build.cvmfs.serve import serve_in_thread
+
+    server, url = serve_in_thread(releases.repo)
+    try:
+        out = tmp_path / "http"
+        assert main(["report", url + "/", "-o", str(out), "--key", str(releases.pub), "--pubkey", str(releases.master),
+                     "-q"]) == 0
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert (out / "report.json").read_bytes() == (page.dir / "report.json").read_bytes()
+    assert (out / "tags/rel-2/sbom.spdx.json").read_bytes() == (page.dir / "tags/rel-2/sbom.spdx.json").read_bytes()
+    # the commands on the page name the address it was made from
+    html = (out / "index.html").read_text()
+    assert f"cvmfs.url={url}/ cvmfs.tag=rel-2" in html and f"cernvm-build cvmfs cat {url}/ " in html
+
+
+def test_a_snapshot_without_a_lock_is_described_from_its_catalog(tmp_path):
+    cli("cvmfs", "init", tmp_path / "repo", "--name", "bare.example.org", "--keys", tmp_path / "keys")
+    tree = tmp_path / "tree"
+    (tree / "etc").mkdir(parents=True)
+    (tree / "etc" / "motd").write_text("hello <world> & co\n")
+    cli("publish", tree, "--repo", tmp_path / "repo", "--keys", tmp_path / "keys", "--tag", "plain<&>",
+        "--no-sync")
+    res = run("report", tmp_path / "repo", "-o", tmp_path / "page")
+    assert res.returncode == 0, res.stderr
+    data = json.loads((tmp_path / "page" / "report.json").read_text())
+    (t,) = data["tags"]
+    assert t["name"] == "plain<&>" and t["lock_digest"] is None and t["packages"] is None
+    assert t["tree_files"] == 1 and t["tree_bytes"] == len("hello <world> & co\n")
+    html = (tmp_path / "page" / "index.html").read_text()
+    assert "none stored in this snapshot" in html and "plain&lt;&amp;&gt;" in html and "plain<&>" not in html
+    assert t["files"] == {} and not (tmp_path / "page" / "tags").exists()      # nothing to download for it
+    ET.fromstring((tmp_path / "page" / "charts" / "tags.svg").read_bytes())
 
 
 def test_pipeline_publishes_the_sign_stage_signature(debrepo, tmp_path, capsys):
