@@ -321,6 +321,17 @@ def test_a_served_repository_gives_the_same_facts(releases, page, tmp_path):
     assert f"cvmfs.url={url}/ cvmfs.tag=rel-2" in html and f"cernvm-build cvmfs cat {url}/ " in html
 
 
+def test_a_whitelist_near_its_expiry_is_warned_about(releases, tmp_path):
+    near = tmp_path / "repo"
+    shutil.copytree(releases.repo, near)
+    cli("cvmfs", "resign", near, "--keys", releases.keys, "--days", "3")
+    res = run("report", near, "-o", tmp_path / "page", "-q")
+    assert res.returncode == 0 and res.stdout == ""
+    assert re.match(r"warning: the repository.s whitelist expires in (2.9|3.0) day", res.stderr) and "resign" in res.stderr
+    html = (tmp_path / "page" / "index.html").read_text()
+    assert "(3 days)" in html and 'id="whitelist-status"' in html
+
+
 def test_a_snapshot_without_a_lock_is_described_from_its_catalog(tmp_path):
     cli("cvmfs", "init", tmp_path / "repo", "--name", "bare.example.org", "--keys", tmp_path / "keys")
     tree = tmp_path / "tree"
@@ -434,3 +445,34 @@ def test_page_in_headless_chromium(page, releases, tmp_path):
         assert problems == []
     finally:
         driver.quit()
+
+
+def test_keyless_signatures_name_identity_and_issuer(tmp_path):
+    """A keyless bundle (private Sigstore instance on loopback) is described by its certificate's identity
+    and issuer, and verified offline when the page is given them."""
+    from cernvm_build.report.collect import Trust, describe_signature
+    from tests.integration.fakesigstore import FakeSigstore
+    from tests.integration.test_keyless import LOCK, WORKFLOW, clean_env
+
+    fs = FakeSigstore().start()
+    try:
+        root, config = fs.write(tmp_path / "sigstore")
+        lock = tmp_path / LOCK.name
+        shutil.copy(LOCK, lock)
+        res = subprocess.run([sys.executable, "-m", "cernvm_build.cli", "sign", str(lock), "--keyless",
+                              "--trust-config", str(config), "--identity-token", fs.token(WORKFLOW)],
+                             capture_output=True, text=True, env=clean_env(), check=False)
+        assert res.returncode == 0, res.stderr
+        bundle = Path(f"{lock}.sigstore.json").read_bytes()
+        data = lock.read_bytes()
+        info = describe_signature(bundle, data, "t", Trust())
+        assert (info.state, info.signer, info.issuer, info.verified) == ("keyless", WORKFLOW, fs.issuer, None)
+        assert describe_signature(bundle, data, "t", Trust(identity=WORKFLOW, issuer=fs.issuer,
+                                                           trusted_root=root)).verified is True
+        wrong = describe_signature(bundle, data, "t", Trust(identity="someone@example.org", issuer=fs.issuer,
+                                                            trusted_root=root))
+        assert wrong.verified is False and "does not verify" in wrong.note and "\n" not in wrong.note
+        other = describe_signature(bundle, data + b"\n", "t", Trust())
+        assert other.state == "invalid" and "not the stored lock" in other.note
+    finally:
+        fs.stop()
