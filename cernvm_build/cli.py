@@ -17,7 +17,7 @@ from cernvm_build.errors import CernVMBuildError
 # In the order `--help` lists them.
 COMMANDS = ("lock", "show", "key", "sign", "verify", "trusted-root", "diff", "why", "graph", "sbom", "policy",
             "fetch", "rootfs", "bundle", "tree-digest", "publish", "serve", "cvmfs", "build", "image",
-            "mount", "iso")
+            "mount", "iso", "report")
 
 
 def command_module(command: str) -> str:

@@ -145,3 +145,7 @@ class ClientBuildError(BootError):
 
 class MountError(BootError):
     """The client refused to mount or failed: carries its one-line reason (bad key, expired whitelist...)."""
+
+
+class ReportError(CernVMBuildError):
+    """The release page could not be made: not a repository, an unknown tag, an unusable output directory."""

@@ -28,6 +28,9 @@ OS_PACKAGES=(
   clang libclang-rt-14-dev
   # proxies (issue 13): the boot client's proxy tests start their own squid (squid -N -f CONFIG)
   squid
+  # the release page (`cernvm-build report`) is checked in a real headless browser: Debian's Chromium,
+  # its WebDriver and selenium (seen by .venv through --system-site-packages)
+  chromium chromium-driver python3-selenium
 )
 
 missing=()

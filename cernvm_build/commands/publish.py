@@ -14,6 +14,8 @@ def register(sub: "argparse._SubParsersAction") -> None:
     p.add_argument("--tag", required=True, help="name of the new tag")
     p.add_argument("--description", default="", help="tag description")
     p.add_argument("--lock", type=Path, help="closure lock: stored at /.cernvm/closure.lock.toml, digest in the tag")
+    p.add_argument("--signature", type=Path, help="the lock's signature bundle (LOCK.sigstore.json from `sign`): "
+                   "stored beside it at /.cernvm/closure.lock.toml.sigstore.json")
     p.add_argument("--max-catalog-entries", type=int, default=100_000, help="split catalogs above this size")
     p.add_argument("--min-catalog-entries", type=int, default=1_000, help="smallest automatic nested catalog")
     p.add_argument("--chunk-size", type=int, default=8 << 20, help="files larger than this are chunked (bytes)")
@@ -29,7 +31,7 @@ def register(sub: "argparse._SubParsersAction") -> None:
 def _publish(args: argparse.Namespace) -> int:
     from cernvm_build.cvmfs.publish import PublishOptions, publish
 
-    opts = PublishOptions(tag=args.tag, description=args.description, lock_file=args.lock,
+    opts = PublishOptions(tag=args.tag, description=args.description, lock_file=args.lock, signature=args.signature,
                           max_catalog_entries=args.max_catalog_entries, min_catalog_entries=args.min_catalog_entries,
                           chunk_size=args.chunk_size, compression_level=args.compression_level, workers=args.jobs,
                           wait=args.wait, xattrs=not args.no_xattrs, durable=not args.no_sync)

@@ -51,6 +51,7 @@ from cernvm_build.util.files import atomic_dir, atomic_write, sha256_bytes, sour
 log = logging.getLogger(__name__)
 
 LOCK_TREE_PATH = "/.cernvm/closure.lock.toml"
+SIGNATURE_TREE_PATH = LOCK_TREE_PATH + ".sigstore.json"  # the lock's signature bundle, beside it
 CATALOG_MARKER = ".cvmfscatalog"
 FAULT_ENV = "CERNVM_BUILD_CVMFS_FAULT"  # test hook: SIGKILL ourselves at a named stage
 DIR_SIZE = 4096  # directories' st_size depends on the file system's history; store the usual constant
@@ -61,6 +62,7 @@ class PublishOptions:
     tag: str | None = None  # None: generic-<UTC time>
     description: str = ""
     lock_file: Path | None = None
+    signature: Path | None = None  # the lock's Sigstore bundle (`sign`), stored beside the lock
     max_catalog_entries: int = 100_000  # auto-split a catalog above this many entries ...
     min_catalog_entries: int = 1_000  # ... by moving subtrees at least this big into nested catalogs
     chunk_size: int = obj.DEFAULT_CHUNK_SIZE
@@ -263,13 +265,36 @@ def _insert(parent: Node, child: Node) -> None:
     parent.children.sort(key=lambda c: c.name)
 
 
-def add_lock_file(root: Node, lock_data: bytes, mtime: int) -> None:
-    """Place the closure lock at /.cernvm/closure.lock.toml (the tree on disk is not modified)."""
+def add_lock_file(root: Node, lock_data: bytes, mtime: int, signature: bytes | None = None) -> None:
+    """Place the closure lock at /.cernvm/closure.lock.toml, and its signature bundle (if any) beside it at
+    /.cernvm/closure.lock.toml.sigstore.json (the tree on disk is not modified)."""
     parent = next((c for c in root.children if c.name == ".cernvm"), None)
     if parent is None or not parent.is_dir:
         parent = Node(path="/.cernvm", mode=stat.S_IFDIR | 0o755, size=DIR_SIZE, mtime=mtime, children=[])
         _insert(root, parent)
     _insert(parent, _virtual_file(LOCK_TREE_PATH, lock_data, mtime))
+    if signature is not None:
+        _insert(parent, _virtual_file(SIGNATURE_TREE_PATH, signature, mtime))
+
+
+def read_signature(path: Path, lock_data: bytes) -> bytes:
+    """The signature bundle at PATH, refused unless it is a Sigstore bundle whose signed subject is the lock
+    being published (its signature itself is checked by whoever holds the key: `verify`, `report --key`)."""
+    from cernvm_build.errors import LockSignatureError
+    from cernvm_build.trust.signing import describe_bundle
+
+    try:
+        data = Path(path).read_bytes()
+    except OSError as exc:
+        raise CvmfsError(f"cannot read signature {path}: {exc.strerror}") from exc
+    try:
+        info = describe_bundle(data, lock_data, str(path))
+    except LockSignatureError as exc:
+        raise CvmfsError(str(exc)) from exc
+    if not info.matches_lock:
+        raise CvmfsError(f"signature {path} signs sha256 {info.subject_sha256}, not the lock being published "
+                         f"(sha256 {sha256_bytes(lock_data)})")
+    return data
 
 
 def _dirs_postorder(root: Node) -> list[Node]:
@@ -614,6 +639,11 @@ def publish(tree: str | os.PathLike, repo: str | os.PathLike, keydir: str | os.P
             lock_data = Path(opts.lock_file).read_bytes()
         except OSError as exc:
             raise CvmfsError(f"cannot read lock file {opts.lock_file}: {exc.strerror}") from exc
+    signature = None
+    if opts.signature is not None:
+        if lock_data is None:
+            raise CvmfsError(f"signature {opts.signature} given without the lock it signs (--lock)")
+        signature = read_signature(opts.signature, lock_data)
     with repository_lock(repo, opts.wait):
         mark = time.monotonic()
 
@@ -647,7 +677,7 @@ def publish(tree: str | os.PathLike, repo: str | os.PathLike, keydir: str | os.P
 
         root = scan_tree(tree, opts.xattrs)
         if lock_data is not None:
-            add_lock_file(root, lock_data, now)
+            add_lock_file(root, lock_data, now, signature)
         partition(root, opts.max_catalog_entries, opts.min_catalog_entries)
         phase("scan tree")
         store = obj.ObjectStore(repo, level=opts.compression_level, chunk_size=opts.chunk_size)

@@ -367,6 +367,13 @@ def render_tag(ctx: Context, lock: LockOutput) -> str:
                               recipe=lock.lock_name or d.name)
 
 
+def _signature(inputs: Mapping[str, StageOutput]) -> Path | None:
+    """The sign stage's bundle, stored in the snapshot beside the lock, when that stage ran. Not part of the
+    publish key: it signs the lock, whose digest is in the key (and the tag) already."""
+    sign = inputs.get("sign")
+    return Path(sign.signature) if isinstance(sign, SignOutput) else None
+
+
 class PublishStage(Stage):
     """The tree as a new tagged revision of the CernVM-FS repository (created on first use), with the
     lock inside it; published at the lock's epoch so a respawn gives the same root hash."""
@@ -407,7 +414,7 @@ class PublishStage(Stage):
         with _source_date_epoch(lock.sde):
             r = publish(inputs["rootfs"].tree, c.repository, c.keys,
                         PublishOptions(tag=tag, description=c.description, lock_file=Path(lock.lock_file),
-                                       workers=0))
+                                       signature=_signature(inputs), workers=0))
         return SnapshotOutput(repository=str(c.repository), fqrn=r.fqrn, tag=r.tag, revision=r.revision,
                               root_hash=r.root_hash, objects_written=r.objects_written,
                               data_objects_written=r.data_objects_written, bytes_written=r.bytes_written,

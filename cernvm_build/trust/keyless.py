@@ -217,6 +217,31 @@ def bundle_identity(bundle: dict) -> str | None:
         return None
 
 
+FULCIO_ISSUER_V2 = "1.3.6.1.4.1.57264.1.8"     # DER UTF8String
+FULCIO_ISSUER_V1 = "1.3.6.1.4.1.57264.1.1"     # raw bytes (deprecated, still issued)
+
+
+def bundle_issuer(bundle: dict) -> str | None:
+    """The OIDC issuer Fulcio wrote into a keyless bundle's certificate; None if unreadable."""
+    import base64
+
+    from cryptography import x509
+
+    try:
+        der = base64.b64decode(bundle["verificationMaterial"]["certificate"]["rawBytes"])
+        cert = x509.load_der_x509_certificate(der)
+    except (KeyError, TypeError, ValueError):
+        return None
+    for ext in cert.extensions:
+        if ext.oid.dotted_string not in (FULCIO_ISSUER_V2, FULCIO_ISSUER_V1):
+            continue
+        raw = ext.value.value
+        if ext.oid.dotted_string == FULCIO_ISSUER_V2 and len(raw) > 2 and raw[0] == 0x0C:
+            raw = raw[2:] if raw[1] < 0x80 else raw[2 + (raw[1] & 0x7F):]
+        return raw.decode("utf-8", "replace")
+    return None
+
+
 def dumps_bundle(text: str) -> str:
     """Stable layout for the bundle file (sorted keys, two-space indent, final newline)."""
     return json.dumps(json.loads(text), indent=2, sort_keys=True) + "\n"

@@ -164,6 +164,49 @@ class Verification:
     keyless: bool = False
 
 
+@dataclass(frozen=True)
+class BundleInfo:
+    """What a bundle says about itself, read without verifying it (see verify_lock for that)."""
+
+    keyless: bool
+    signer: str               # key-based: the key id (hint); keyless: the certificate identity
+    issuer: str               # keyless: the OIDC issuer named in the certificate; else ""
+    subject_sha256: str       # what the signed statement claims to be about
+    matches_lock: bool        # subject_sha256 is the sha256 of the lock given
+
+
+def describe_bundle(data: bytes, lock_data: bytes, where: str = "signature bundle") -> BundleInfo:
+    """Read a bundle's signer (key id, or keyless identity and issuer) and its signed subject.
+
+    Nothing is verified cryptographically here (that needs the public key or the expected identity);
+    a bundle that is not a Sigstore bundle with a closure-lock statement raises LockSignatureError."""
+    from cernvm_build.trust.keyless import bundle_identity, bundle_issuer, is_keyless
+
+    try:
+        bundle = json.loads(data)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise LockSignatureError(f"{where}: signature bundle is not valid JSON (truncated?): {exc}") from exc
+    if not isinstance(bundle, dict) or not str(bundle.get("mediaType", "")).startswith(
+            "application/vnd.dev.sigstore.bundle"):
+        raise LockSignatureError(f"{where}: not a Sigstore bundle (mediaType missing or wrong)")
+    try:
+        env = bundle["dsseEnvelope"]
+        st = json.loads(base64.b64decode(env["payload"], validate=True))
+        subject = st["subject"][0]["digest"]["sha256"]
+    except (KeyError, IndexError, TypeError, ValueError) as exc:
+        raise LockSignatureError(f"{where}: bundle holds no in-toto statement ({exc})") from exc
+    if not isinstance(st, dict) or st.get("predicateType") != PREDICATE_TYPE:
+        raise LockSignatureError(f"{where}: signed statement is not about a closure lock")
+    keyless = is_keyless(bundle)
+    if keyless:
+        signer, issuer = bundle_identity(bundle) or "", bundle_issuer(bundle) or ""
+    else:
+        hint = (bundle.get("verificationMaterial") or {}).get("publicKey") or {}
+        signer, issuer = str(hint.get("hint", "")) if isinstance(hint, dict) else "", ""
+    return BundleInfo(keyless, signer, issuer, str(subject),
+                      str(subject) == hashlib.sha256(lock_data).hexdigest())
+
+
 def _read_bundle(path: Path) -> dict:
     try:
         bundle = json.loads(path.read_text())
