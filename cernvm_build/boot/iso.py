@@ -7,8 +7,8 @@ hands over to GRUB's normal mode, which reads /boot/grub/grub.cfg from the ISO a
 files isolinux does: the kernel and initramfs are stored once. The GRUB image is not signed, so UEFI
 Secure Boot must be off (as for any unsigned loader).
 
-Both loaders show the same boot menu, on the screen and on the serial console (ttyS0, 115200 baud):
-one entry per snapshot (IsoOptions.menu, newest first; the first is the default, booted after
+Both loaders show the same boot menu, on the screen and on the serial console (isolinux: ttyS0 at
+115200 baud itself; GRUB: through the firmware's console, see grub_cfg()), one entry per snapshot (IsoOptions.menu, newest first; the first is the default, booted after
 MENU_TIMEOUT_S seconds without a key), each booting the common kernel command line plus its own
 cvmfs.tag= and cvmfs.root_hash=. The command line can be edited there: Tab in isolinux, e in GRUB.
 """
@@ -39,9 +39,10 @@ ISOLINUX_MODULES = ("ldlinux.c32", "libcom32.c32", "libutil.c32", "menu.c32")
 GRUB_EFI_DIR = Path("/usr/lib/grub/x86_64-efi")
 # iso9660 + search: find this ISO; linux + boot: load and start it; part_*: a USB stick's tables;
 # efi_gop: hand the firmware's frame buffer to the kernel (console on a real screen); normal +
-# configfile + echo + test: the menu (grub.cfg) with its editor; serial + terminal: the menu on ttyS0
+# configfile + echo + test: the menu (grub.cfg), its editor and a usable grub> prompt. No serial
+# module: see grub_cfg()
 GRUB_MODULES = ("iso9660", "search", "search_fs_file", "linux", "boot", "part_msdos", "part_gpt", "efi_gop",
-                "normal", "configfile", "echo", "test", "serial", "terminal")
+                "normal", "configfile", "echo", "test")
 GRUB_CFG = "boot/grub/grub.cfg"
 EFI_IMAGE = "boot/grub/efi.img"
 EFI_IMAGE_KB = 768          # GRUB with normal mode is ~620 KB
@@ -132,14 +133,14 @@ class BootEntry:
 
 
 def _check_text(what: str, text: str, limit: int) -> None:
-    if len(text) > limit or not _TEXT_RE.match(text):
+    if len(text) > limit or not _TEXT_RE.fullmatch(text):
         raise BootError(f"{what} {text!r}: use at most {limit} printable ASCII characters other than ^ "
                         "(boot menus show it verbatim)")
 
 
 def _shown(text: str) -> str:
     """TEXT with what a menu cannot show verbatim replaced by '?'."""
-    return "".join(c if _TEXT_RE.match(c) else "?" for c in text)
+    return "".join(c if _TEXT_RE.fullmatch(c) else "?" for c in text)
 
 
 def check_menu(menu: list[MenuEntry]) -> None:
@@ -148,12 +149,12 @@ def check_menu(menu: list[MenuEntry]) -> None:
     for n, e in enumerate(menu, 1):
         if not isinstance(e, MenuEntry):
             raise BootError(f"menu entry {n}: expected a MenuEntry, got {type(e).__name__}")
-        if not TAG_RE.match(e.tag or ""):
+        if not TAG_RE.fullmatch(e.tag or ""):
             raise BootError(f"menu entry {n}: tag {e.tag!r} is not a tag name (letters, digits, . _ -)")
         if e.tag in seen:
             raise BootError(f"menu entry {n}: tag {e.tag!r} is listed twice")
         seen.add(e.tag)
-        if e.root_hash is not None and not ROOT_HASH_RE.match(e.root_hash):
+        if e.root_hash is not None and not ROOT_HASH_RE.fullmatch(e.root_hash):
             raise BootError(f"menu entry {n} (tag {e.tag}): root hash {e.root_hash!r} is not a catalog hash "
                             "(40 lower-case hex digits)")
         _check_text(f"menu entry {n} (tag {e.tag}): label", e.label, MAX_LABEL)
@@ -176,6 +177,45 @@ def effective_menu(opts: IsoOptions) -> list[MenuEntry]:
             raise BootError(f"the menu's default (first) entry boots root hash {first.root_hash}, but the ISO "
                             f"is pinned to {opts.root_hash}")
         menu[0] = MenuEntry(first.label, first.tag, opts.root_hash, first.description)
+    return menu
+
+
+def parse_menu_tag(spec: str) -> MenuEntry:
+    """`TAG` or `TAG=ROOTHASH` (the CLI's --menu-tag) as a checked MenuEntry labelled with the tag."""
+    tag, _, root_hash = spec.partition("=")
+    entry = MenuEntry("", tag, root_hash or None)
+    try:
+        check_menu([entry])
+    except BootError as e:
+        raise BootError(f"--menu-tag {spec!r}: {str(e).split(': ', 1)[1]}") from None
+    return entry
+
+
+def menu_from_repository(location: str | Path, pubkeys: list[Path], limit: int | None = None) -> list[MenuEntry]:
+    """The named tags of the repository at LOCATION (directory or URL, verified with PUBKEYS), newest
+    revision first, each pinned to its root hash: the menu of an ISO that boots any of them."""
+    import datetime as dt
+
+    from cernvm_build.cvmfs.history import TRUNK, TRUNK_PREVIOUS
+    from cernvm_build.cvmfs.keys import load_public_key
+    from cernvm_build.cvmfs.reader import Repository
+
+    repo = Repository(location, master_keys=[load_public_key(Path(k)) for k in pubkeys])
+    try:
+        tags = [t for t in repo.tags() if t.name not in (TRUNK, TRUNK_PREVIOUS)]
+    finally:
+        repo.close()
+    tags.sort(key=lambda t: (-t.revision, t.name))
+    menu = []
+    for t in tags[:limit]:
+        if not TAG_RE.fullmatch(t.name):
+            raise BootError(f"tag {t.name!r} of {location} cannot be a menu entry (letters, digits, . _ - only)")
+        day = dt.datetime.fromtimestamp(t.timestamp, dt.timezone.utc).strftime("%Y-%m-%d")
+        description = _shown(f"revision {t.revision}, {day}" + (f", {t.description}" if t.description else ""))
+        menu.append(MenuEntry("", t.name, t.hash, description[:MAX_DESCRIPTION]))
+    if not menu:
+        raise BootError(f"{location} has no tags for the boot menu")
+    check_menu(menu)
     return menu
 
 
@@ -217,13 +257,17 @@ def _grub_quote(word: str) -> str:
 
 def _grub_word(word: str) -> str:
     """WORD as is when GRUB's parser reads it verbatim (easier to edit with e), else quoted."""
-    return word if _GRUB_PLAIN.match(word) else _grub_quote(word)
+    return word if _GRUB_PLAIN.fullmatch(word) else _grub_quote(word)
 
 
 def grub_cfg(entries: list[BootEntry], timeout_s: int = MENU_TIMEOUT_S) -> str:
-    """/boot/grub/grub.cfg: the menu on screen and serial console; default first; e edits an entry."""
+    """/boot/grub/grub.cfg: the menu; default first; e edits an entry.
+
+    GRUB draws on the firmware console, which UEFI firmware with a serial console (OVMF, servers'
+    console redirection) mirrors to the serial port and reads keys from. GRUB's own serial terminal
+    is not added: beside the firmware's it drew every screen twice, and the two drivers reading one
+    UART scrambled typed keys (measured under OVMF)."""
     lines = ["# cernvm-build boot menu (GRUB, UEFI): arrows choose, Enter boots, e edits (Ctrl-x boots)",
-             "serial --unit=0 --speed=115200", "terminal_input serial console", "terminal_output serial console",
              f"set timeout={timeout_s}", "set timeout_style=menu", "set default=0"]
     for n, e in enumerate(entries):
         args = " ".join(_grub_word(w) for w in e.cmdline.split())
@@ -274,6 +318,7 @@ def build_iso(out: str | Path, opts: IsoOptions) -> IsoResult:
     """Build OUT: kernel and modules from the boot lock, initramfs with the client, isolinux."""
     if not shutil.which("xorriso"):
         raise BootError("xorriso is not installed (run tools/setup.sh)")
+    menu = effective_menu(opts)       # bad menu input fails before the slow work
     cache_root = Path(opts.cache_root or default_cache_dir())
     closure = read_lock(opts.boot_lock)
     kernel = kernel_parts(closure, opts.modules, cache_root=cache_root, kernel_package=opts.kernel_package,
@@ -283,7 +328,6 @@ def build_iso(out: str | Path, opts: IsoOptions) -> IsoResult:
     user = (toolchain.from_lock(Path(opts.client_lock), cache_root, opts.fetch) if opts.client_lock
             else toolchain.from_host(cache_root, opts.busybox))
     epoch = source_date_epoch(0)
-    menu = effective_menu(opts)
     tag, root_hash = (menu[0].tag, menu[0].root_hash) if menu else (opts.tag, opts.root_hash)
     cmdline = " ".join(x for x in (CONSOLE_ARGS, opts.append.strip()) if x)
     entries = boot_entries(cmdline, menu, tag, root_hash)

@@ -6,6 +6,7 @@ boot(..., keys=[(text, bytes)]) also types on the serial console (a boot menu) o
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import socket
 import subprocess
@@ -21,6 +22,8 @@ from cernvm_build.errors import BootError
 HOST_FROM_GUEST = "10.0.2.2"
 OVMF = (Path("/usr/share/ovmf/OVMF.fd"), Path("/usr/share/OVMF/OVMF.fd"))
 FIRMWARES = ("bios", "uefi")
+KEY_INTERVAL = 0.1               # seconds between two keys typed on the serial console
+_KEY_RE = re.compile(rb"\x1b\[[0-9;]*[A-Za-z~]|\x1b.|.", re.DOTALL)    # ANSI escape sequences stay whole
 
 
 def accelerator() -> str:
@@ -134,7 +137,9 @@ class _SerialTyping:
             if at < 0:
                 return
             self.pos = at + len(text)
-            self.sock.sendall(data)
+            for key in _KEY_RE.findall(data):     # at a typist's pace: firmware console input is slow
+                self.sock.sendall(key)
+                time.sleep(KEY_INTERVAL)
             self.sent += 1
 
     def close(self) -> None:
