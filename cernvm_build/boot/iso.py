@@ -210,7 +210,7 @@ def menu_from_repository(location: str | Path, pubkeys: list[Path], limit: int |
     for t in tags[:limit]:
         if not TAG_RE.fullmatch(t.name):
             raise BootError(f"tag {t.name!r} of {location} cannot be a menu entry (letters, digits, . _ - only)")
-        day = dt.datetime.fromtimestamp(t.timestamp, dt.timezone.utc).strftime("%Y-%m-%d")
+        day = dt.datetime.fromtimestamp(t.timestamp, dt.UTC).strftime("%Y-%m-%d")
         description = _shown(f"revision {t.revision}, {day}" + (f", {t.description}" if t.description else ""))
         menu.append(MenuEntry("", t.name, t.hash, description[:MAX_DESCRIPTION]))
     if not menu:
