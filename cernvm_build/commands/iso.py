@@ -24,6 +24,14 @@ def register(sub: "argparse._SubParsersAction") -> None:
                         "by ';' tried in order, members separated by '|' share the load, DIRECT = no proxy (only "
                         "where named), e.g. 'http://squid1:3128|http://squid2:3128;DIRECT'; kernel parameter "
                         "cvmfs.proxy= overrides. Default: no proxy")
+    menu = p.add_mutually_exclusive_group()
+    menu.add_argument("--menu-tag", action="append", default=[], metavar="TAG[=ROOTHASH]",
+                      help="a boot-menu entry booting TAG (pinned to ROOTHASH when given); repeatable, newest "
+                           "first: the first is the default (and --tag, when given, must name it)")
+    menu.add_argument("--menu-from-repo", metavar="REPO",
+                      help="a boot-menu entry for every tag of this repository (directory or URL, verified with "
+                           "--pubkey), newest revision first, each pinned to its root hash")
+    p.add_argument("--menu-limit", type=int, metavar="N", help="with --menu-from-repo: the N newest tags only")
     p.add_argument("-o", "--output", required=True, type=Path, help="ISO file to write")
     p.add_argument("--append", default="", help="extra kernel command-line arguments")
     p.add_argument("--module", action="append", default=[], help="extra kernel module for the initramfs")
@@ -41,20 +49,30 @@ def register(sub: "argparse._SubParsersAction") -> None:
 
 
 def _iso(args: argparse.Namespace) -> int:
-    from cernvm_build.boot.iso import IsoOptions, build_iso
+    from cernvm_build.boot.iso import IsoOptions, build_iso, menu_from_repository, parse_menu_tag
     from cernvm_build.boot.kernel import DEFAULT_MODULES
+    from cernvm_build.errors import BootError
     from cernvm_build.store.fetch import FetchOptions
 
+    if args.menu_limit is not None and (not args.menu_from_repo or args.menu_limit < 1):
+        raise BootError("--menu-limit N needs --menu-from-repo and N >= 1")
+    if args.menu_from_repo:
+        menu = menu_from_repository(args.menu_from_repo, args.pubkey, args.menu_limit)
+    else:
+        menu = [parse_menu_tag(spec) for spec in args.menu_tag]
     opts = IsoOptions(boot_lock=args.boot_lock, repo_url=args.repo_url, pubkeys=args.pubkey, tag=args.tag,
                       root_hash=args.root_hash, min_revision=args.min_revision, proxy=args.proxy,
                       append=args.append,
                       modules=tuple(dict.fromkeys([*DEFAULT_MODULES, *args.module])),
                       kernel_package=args.kernel_package, scratch_label=args.scratch_label,
                       cache_mb=args.cache_size, error_timeout=args.error_timeout, client_lock=args.client_lock,
-                      fetch=FetchOptions(mirrors=tuple(args.mirror), offline=args.offline))
+                      fetch=FetchOptions(mirrors=tuple(args.mirror), offline=args.offline), menu=menu)
     r = build_iso(args.output, opts)
     print(f"wrote {r.path}: {r.size / 2**20:.1f} MiB (kernel {r.kernel_version} {r.kernel_size / 2**20:.1f} MiB, "
           f"initramfs {r.initramfs_size / 2**20:.1f} MiB) sha256 {r.sha256}")
     print(f"kernel command line: {r.cmdline}")
+    for n, (title, cmdline) in enumerate(r.menu):
+        extra = cmdline[len(r.cmdline):].strip()
+        print(f"menu {n + 1}: {title}{' (default)' if n == 0 else ''}{': ' + extra if extra else ''}")
     print(f"busybox, client and libraries from: {r.user_space}")
     return 0

@@ -12,7 +12,7 @@ from boot_helpers import BOOT_LOCK, FQRN, fetch_options
 from cvmfs_helpers import run_cli
 
 from cernvm_build.boot import initramfs
-from cernvm_build.boot.iso import IsoOptions, build_iso
+from cernvm_build.boot.iso import IsoOptions, MenuEntry, build_iso
 from cernvm_build.boot.kernel import modinfo_depends, resolve_modules
 from cernvm_build.boot.qemu import extract_from_iso
 from cernvm_build.errors import BootError
@@ -46,11 +46,15 @@ def test_cpio_is_sorted_with_fixed_metadata():
     assert a.cpio() == a.cpio()
 
 
+MENU = [MenuEntry("Fixture v1", "v1", description="the newest fixture"), MenuEntry("", "v0", "ab" * 20)]
+
+
 @pytest.fixture(scope="module")
 def iso_pair(tmp_path_factory, session_keys, boot_kernel):
+    """Two builds of one ISO with a two-entry boot menu (v1, the default, then v0)."""
     d = tmp_path_factory.mktemp("iso")
     opts = IsoOptions(boot_lock=BOOT_LOCK, repo_url="http://10.0.2.2:8000", pubkeys=[session_keys / f"{FQRN}.pub"],
-                      tag="v1", fetch=fetch_options())
+                      tag="v1", fetch=fetch_options(), menu=MENU)
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("SOURCE_DATE_EPOCH", "1700000000")
         first = build_iso(d / "a.iso", opts)
@@ -85,20 +89,31 @@ def test_iso_boots_by_bios_and_uefi(iso_pair):
     grub = subprocess.run(["mtype", "-i", str(efi), "::/EFI/BOOT/BOOTX64.EFI"], capture_output=True,
                           check=True, env={"MTOOLS_SKIP_CHECK": "1", "PATH": "/usr/bin:/bin"}).stdout
     assert grub[:2] == b"MZ" and efi.stat().st_size <= 1 << 20
-    assert b"linux /boot/vmlinuz 'console=tty0' 'console=ttyS0,115200'" in grub
-    assert b"initrd /boot/initrd.img" in grub
+    # the built-in script finds this ISO and hands over to normal mode, which reads its grub.cfg
+    assert b"set prefix=($root)/boot/grub" in grub
+    cfg = extract_from_iso(first.path, "/boot/grub/grub.cfg", d / "grub.cfg").read_bytes()
+    assert b"linux /boot/vmlinuz console=tty0 console=ttyS0,115200 cvmfs.tag=v1\n" in cfg
+    assert b"initrd /boot/initrd.img" in cfg
     marker = grub.split(b"search --no-floppy --set=root --file ")[1].split(b"\n")[0].decode()
     digest = hashlib.sha256(extract_from_iso(first.path, "/boot/vmlinuz", d / "vmlinuz").read_bytes()
-                            + extract_from_iso(first.path, "/boot/initrd.img", d / "initrd").read_bytes())
+                            + extract_from_iso(first.path, "/boot/initrd.img", d / "initrd").read_bytes() + cfg)
     assert marker == f"/boot/grub/cernvm-{digest.hexdigest()[:16]}"
     extract_from_iso(first.path, marker, d / "marker")
 
 
-def test_grub_script_quotes_every_argument():
-    from cernvm_build.boot.iso import grub_script
-
-    script = grub_script("console=ttyS0 cvmfs.url=http://h:1/x;reboot it's", "/boot/grub/cernvm-0")
-    assert "linux /boot/vmlinuz 'console=ttyS0' 'cvmfs.url=http://h:1/x;reboot' 'it'\\''s'\n" in script
+def test_iso_carries_both_menus_and_isolinux_menu_modules(iso_pair):
+    """isolinux's menu.c32 with the libraries it loads; both menus list v1 (the default) then v0."""
+    first, _, d = iso_pair
+    for name in ("ldlinux.c32", "libcom32.c32", "libutil.c32", "menu.c32"):   # (isolinux.bin gets a boot info table)
+        host = Path("/usr/lib/syslinux/modules/bios") / name
+        assert extract_from_iso(first.path, f"/isolinux/{name}", d / name).read_bytes() == host.read_bytes()
+    cfg = extract_from_iso(first.path, "/isolinux/isolinux.cfg", d / "isolinux.cfg").read_text()
+    assert "UI menu.c32" in cfg and "TIMEOUT 30" in cfg and "DEFAULT entry0" in cfg
+    assert cfg.index("MENU LABEL Fixture v1") < cfg.index("MENU LABEL v0")
+    assert f"APPEND console=tty0 console=ttyS0,115200 cvmfs.tag=v0 cvmfs.root_hash={'ab' * 20}" in cfg
+    grub = extract_from_iso(first.path, "/boot/grub/grub.cfg", d / "grub.cfg").read_text()
+    assert grub.index("menuentry 'Fixture v1' --id entry0") < grub.index("menuentry 'v0' --id entry1")
+    assert "set timeout=3" in grub and "set default=0" in grub
 
 
 def test_initramfs_in_iso_has_client_libraries_keys_modules(iso_pair, boot_kernel, session_keys):
