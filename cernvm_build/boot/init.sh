@@ -12,7 +12,9 @@
 # stay/rebase: with a scratch disk the root hash mounted on first boot is recorded there and booted
 # from then on; cvmfs.rebase=1 or a cvmfs.tag= different from the recorded one moves to the tag.
 # An ISO built for one snapshot (boot.conf names its root hash; the tag is then a label) boots that
-# root hash; cvmfs.rebase=1 moves on to the newest revision, cvmfs.tag= to a tag.
+# root hash; cvmfs.rebase=1 moves on to the newest revision, cvmfs.tag= to a tag. A boot-menu entry
+# names its tag and root hash on the command line: cvmfs.rebase=1 added there follows the entry's tag
+# instead of its pinned hash (delete cvmfs.tag= too for the newest revision).
 export PATH=/bin:/sbin
 umask 022
 mount -t proc proc /proc
@@ -119,7 +121,7 @@ mkdir -p "$RW/cache" "$RW/upper" "$RW/work" "$RW/cernvm"
 # -------------------------------------------------------------- which snapshot: stay or rebase
 SELECT=
 RECORD=
-if [ -n "$ROOT_HASH_FROM_CMDLINE" ]; then
+if [ -n "$ROOT_HASH_FROM_CMDLINE" ] && [ "$REBASE" != 1 ]; then
     SELECT="--root-hash $CVMFS_ROOT_HASH"
     say "snapshot: root hash $CVMFS_ROOT_HASH (kernel command line)"
 elif [ -n "$SCRATCH" ] && [ -s "$RW/cernvm/root_hash" ] && [ "$REBASE" != 1 ] &&

@@ -435,6 +435,9 @@ class PublishStage(Stage):
 
 
 # ------------------------------------------------------------------------------------------------ iso
+MENU_ENTRIES = 16                    # the boot menu lists this many tags (one screen in either loader)
+
+
 @dataclass(frozen=True)
 class IsoOutput(StageOutput):
     iso: str
@@ -469,13 +472,28 @@ class IsoStage(Stage):
         return IsoOptions(boot_lock=i.boot_lock, repo_url=i.repo_url, pubkeys=[Path(snap.cvmfs_pubkey)],
                           tag=snap.tag, root_hash=snap.root_hash, min_revision=snap.revision,
                           cache_root=ctx.definition.cache_dir,
-                          fetch=FetchOptions(offline=ctx.offline), client_lock=i.client_lock)
+                          fetch=FetchOptions(offline=ctx.offline), client_lock=i.client_lock,
+                          menu=self.menu(snap))
+
+    @staticmethod
+    def menu(snap: SnapshotOutput) -> list:
+        """The boot menu: this snapshot first (the default), then the repository's other tags, newest
+        revision first, each pinned to its root hash; at most MENU_ENTRIES."""
+        from cernvm_build.boot.iso import menu_from_repository
+
+        entries = menu_from_repository(snap.repository, [Path(snap.cvmfs_pubkey)])
+        own = [e for e in entries if e.tag == snap.tag and e.root_hash == snap.root_hash]
+        if not own:
+            raise CernVMBuildError(f"{snap.repository}: tag {snap.tag} (root {snap.root_hash}) is not there "
+                                   "to boot (published by this pipeline, removed since?)")
+        return (own + [e for e in entries if e is not own[0]])[:MENU_ENTRIES]
 
     def options(self, ctx: Context, inputs: Mapping[str, StageOutput]) -> dict[str, Any]:
         opts = self.request(ctx, inputs)
         return {"boot_lock": _digest_file(opts.boot_lock), "client_lock": _digest_file(opts.client_lock),
                 "repo_url": opts.repo_url, "pubkeys": [_digest_file(p) for p in opts.pubkeys], "tag": opts.tag,
                 "root_hash": opts.root_hash, "min_revision": opts.min_revision, "cache_root": str(opts.cache_root),
+                "menu": [(e.tag, e.root_hash, e.label, e.description) for e in opts.menu],
                 "offline": opts.fetch.offline,
                 "output": str(ctx.definition.iso.output), "builder": __version__}
 

@@ -122,6 +122,10 @@ def test_one_iso_for_all_snapshots_boots_the_newest(debrepo, tmp_path):
     assert newest.tag.startswith("new-") and len(calls) == 1
     opts = calls[0]
     assert opts.tag == newest.tag and opts.root_hash == newest.root_hash and opts.min_revision == 3
+    # the menu: every tag of the repository, the newest (the default) first, each pinned
+    old = next(r.outputs["publish"] for r in res.snapshots if r.definition.name == "old")
+    assert [(e.tag, e.root_hash) for e in opts.menu] == [(newest.tag, newest.root_hash), (old.tag, old.root_hash)]
+    assert opts.menu[1].description.startswith("revision 2, ")
     assert res.iso.values["iso"] == str(tmp_path / "state/iso/releases.iso")
     # unchanged snapshots: the ISO is not rebuilt
     res = run_snapshots(d, stages=stages)

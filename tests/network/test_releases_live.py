@@ -85,19 +85,32 @@ def test_three_releases_one_repository_one_iso(tmp_path, capsys):
         assert first["data_objects_written"] > 0
         print("\n" + "; ".join(figures))
 
-        # one ISO; its default is the newest tag; each release boots to its own login prompt
-        server, _ = serve_in_thread(repo, port)
+        # one ISO: its menu lists the three tags, newest (trixie, the default) first. Trixie boots
+        # from the ISO with no key pressed; bookworm is chosen in the isolinux menu over the serial
+        # console; bullseye with cvmfs.tag= on the kernel command line (the ISO's kernel and initrd)
         iso = Path(res["iso"]["values"]["iso"])
         assert res["iso"]["values"]["tag"] == snaps["debian-trixie"]["tag"]
         kernel = extract_from_iso(iso, "/boot/vmlinuz", tmp_path / "vmlinuz")
         initrd = extract_from_iso(iso, "/boot/initrd.img", tmp_path / "initrd.img")
-        for name, number in RELEASES.items():
-            run = boot(QemuOptions(kernel=kernel, initrd=initrd,
-                                   append=f"console=ttyS0,115200 cvmfs.tag={snaps[name]['tag']}"),
-                       tmp_path / f"{name}.console", timeout=300, marker="login:", stop_at_marker=True)
+        menu = extract_from_iso(iso, "/isolinux/isolinux.cfg", tmp_path / "isolinux.cfg").read_text()
+        order = [snaps[n]["tag"] for n in ("debian-trixie", "debian-bookworm", "debian-bullseye")]
+        assert [m for m in re.findall(r"MENU LABEL (\S+)", menu)] == order
+        ctrl_n = b"\x0e"
+        runs = {
+            "debian-trixie": QemuOptions(iso=iso),
+            "debian-bookworm": QemuOptions(iso=iso),
+            "debian-bullseye": QemuOptions(kernel=kernel, initrd=initrd, append="console=ttyS0,115200 "
+                                           f"cvmfs.tag={snaps['debian-bullseye']['tag']}"),
+        }
+        keys = {"debian-bookworm": [("Booting the default in", ctrl_n),
+                                    (f"tag {snaps['debian-bookworm']['tag']}, root hash", b"\r")]}
+        for name, opts in runs.items():
+            run = boot(opts, tmp_path / f"{name}.console", timeout=300, marker="login:", stop_at_marker=True,
+                       keys=keys.get(name, ()))
             assert run.marker_seconds is not None, run.tail()
             banner = re.search(r"Debian GNU/Linux (\d+)", run.console)
-            assert banner and banner.group(1) == number, run.tail()
+            assert banner and banner.group(1) == RELEASES[name], run.tail()
+            assert f"cvmfs.tag={snaps[name]['tag']}" in run.console.split("Linux version", 1)[-1]
             print(f"{name}: login prompt after {run.marker_seconds:.0f} s")
     finally:
         if server is not None:
