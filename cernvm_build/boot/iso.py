@@ -231,7 +231,9 @@ def boot_entries(cmdline: str, menu: list[MenuEntry], tag: str | None = None,
     for n, e in enumerate(menu):
         help_ = (f"tag {e.tag}" + (f", root hash {e.root_hash[:12]}" if e.root_hash else "")
                  + (" (newest, the default)" if n == 0 else "") + (f": {e.description}" if e.description else ""))
-        out.append(BootEntry(e.title, f"{cmdline} {e.args()}", help_))
+        # the default is the snapshot the initramfs names (boot.conf): no cvmfs.* words, so the
+        # stay/rebase rules of a plain boot hold (a scratch disk records it; cvmfs.rebase=1 moves on)
+        out.append(BootEntry(e.title, cmdline if n == 0 else f"{cmdline} {e.args()}", help_))
     return out
 
 
