@@ -88,6 +88,7 @@ def test_three_releases_one_repository_one_iso(tmp_path, capsys):
         # one ISO: its menu lists the three tags, newest (trixie, the default) first. Trixie boots
         # from the ISO with no key pressed; bookworm is chosen in the isolinux menu over the serial
         # console; bullseye with cvmfs.tag= on the kernel command line (the ISO's kernel and initrd)
+        server, _ = serve_in_thread(repo, port)
         iso = Path(res["iso"]["values"]["iso"])
         assert res["iso"]["values"]["tag"] == snaps["debian-trixie"]["tag"]
         kernel = extract_from_iso(iso, "/boot/vmlinuz", tmp_path / "vmlinuz")

@@ -92,7 +92,8 @@ def test_iso_boots_by_bios_and_uefi(iso_pair):
     # the built-in script finds this ISO and hands over to normal mode, which reads its grub.cfg
     assert b"set prefix=($root)/boot/grub" in grub
     cfg = extract_from_iso(first.path, "/boot/grub/grub.cfg", d / "grub.cfg").read_bytes()
-    assert b"linux /boot/vmlinuz console=tty0 console=ttyS0,115200 cvmfs.tag=v1\n" in cfg
+    assert b"linux /boot/vmlinuz console=tty0 console=ttyS0,115200\n" in cfg      # the default: boot.conf
+    assert b"console=ttyS0,115200 cvmfs.tag=v0 cvmfs.root_hash=abab" in cfg
     assert b"initrd /boot/initrd.img" in cfg
     marker = grub.split(b"search --no-floppy --set=root --file ")[1].split(b"\n")[0].decode()
     digest = hashlib.sha256(extract_from_iso(first.path, "/boot/vmlinuz", d / "vmlinuz").read_bytes()
