@@ -58,6 +58,9 @@ def test_debian_bookworm_pipeline_live(tmp_path, capsys):
     assert second["values"]["root_hash"] == v["root_hash"]
     assert second["values"]["iso"] == v["iso"] and iso.stat().st_size == v["iso_bytes"]
     # and the ISO boots exactly as README says (serve on port 8000, qemu with user networking)
+    page = report_as_readme_says(tmp_path)
+    html = page.read_text()
+    assert v["tag"] in html and v["lock_digest"] in html and "Debian" in html
     console = boot_as_readme_says(tmp_path)
     assert "login:" in console, console[-3000:]
     assert "Debian GNU/Linux 12" in console and "the one this ISO was built for" in console
@@ -72,6 +75,33 @@ def readme_boot_commands() -> list[str]:
     lines = [ln for ln in block.splitlines() if ln.strip()]
     assert len(lines) == 2 and lines[0].endswith("&") and lines[1].startswith("qemu-system-x86_64 ")
     return lines
+
+
+def readme_report_command() -> str:
+    """README's "Release page" command for the demo repository, exactly as written."""
+    text = (PIPELINE.parents[1] / "README.md").read_text()
+    block = text.split("## Release page", 1)[1].split("```sh\n", 1)[1].split("```", 1)[0]
+    [line] = [ln for ln in block.splitlines() if ln.strip()]
+    assert line.startswith(".venv/bin/cernvm-build report build/debian-bookworm/cvmfs/repo -o ")
+    return line
+
+
+def report_as_readme_says(tmp_path: Path) -> Path:
+    """README's release-page command, run verbatim in a checkout-like directory (see below)."""
+    import subprocess
+    import sys
+
+    work = tmp_path / "report-checkout"
+    (work / "build").mkdir(parents=True)
+    (work / "build" / "debian-bookworm").symlink_to(tmp_path / "state")
+    (work / ".venv").mkdir()
+    (work / ".venv" / "bin").symlink_to(Path(sys.executable).parent)
+    line = readme_report_command()
+    proc = subprocess.run(["bash", "-c", line], cwd=work, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    out = work / line.split(" -o ", 1)[1].split()[0]
+    assert (out / "index.html").is_file()
+    return out / "index.html"
 
 
 def boot_as_readme_says(tmp_path: Path) -> str:
