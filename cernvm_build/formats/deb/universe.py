@@ -29,7 +29,7 @@ log = logging.getLogger(__name__)
 
 def side_index(u: Universe, s: "solv.XSolvable") -> tuple[debindex.DebIndex, int]:
     """The side index of the part S belongs to, and S's position in it."""
-    part = u.part_of(s)
+    part = u.part_of_id(s.id)
     assert part.side is not None
     return part.side, s.id - part.first_id
 

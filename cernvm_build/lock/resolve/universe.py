@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import ctypes
 import logging
+from bisect import bisect_right
 from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
@@ -54,10 +55,24 @@ class Universe:
     arch: str
     parts: list[RepoPart] = field(default_factory=list)
     unprovided_files: list[str] = field(default_factory=list)   # file dependencies nothing provides
-    _by_repo_id: dict[int, RepoPart] = field(default_factory=dict)
+    _starts: list[int] = field(default_factory=list)            # first solvable id of each non-empty part
+    _ranged: list[RepoPart] = field(default_factory=list)       # those parts, in the same order
+
+    def index_parts(self) -> None:
+        """Make part_of_id work: a repo's solvables are one contiguous id range (each is loaded whole,
+        one after the other), so a bisect finds the part without asking libsolv for the solvable's repo
+        (which makes a SWIG object per call, on the hot path of apt's walk)."""
+        ranged = sorted((p for p in self.parts if p.solv_repo.nsolvables), key=lambda p: p.first_id)
+        self._starts = [p.first_id for p in ranged]
+        self._ranged = ranged
+
+    def part_of_id(self, sid: int) -> RepoPart:
+        part = self._ranged[bisect_right(self._starts, sid) - 1]
+        assert part.first_id <= sid < part.first_id + part.solv_repo.nsolvables
+        return part
 
     def part_of(self, s: "solv.XSolvable") -> RepoPart:
-        return self._by_repo_id[s.repo.id]
+        return self.part_of_id(s.id)
 
     @property
     def flavour(self) -> str:
@@ -102,8 +117,11 @@ def open_universe(fmt: PackageFormat, arch: str, loaded: list[LoadedRepo], store
     u = Universe(new_pool(fmt, arch), fmt, arch)
     for lr in loaded:
         u.parts += fmt.add_to_universe(u, lr, store)
-    for part in u.parts:
-        u._by_repo_id[part.solv_repo.id] = part
+    u.index_parts()
+    if not fmt.file_dependencies:
+        # no dependency of this format names a file (Debian): nothing for libsolv to look up
+        u.pool.createwhatprovides()
+        return u
     needed = u.pool.addfileprovides_queue()
     u.pool.createwhatprovides()
     # rpm-md primary.xml lists only files under */bin/ and /etc/: a dependency on another path has
