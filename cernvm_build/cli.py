@@ -13,6 +13,7 @@ import logging
 import sys
 
 from cernvm_build.errors import CernVMBuildError
+from cernvm_build.util.timing import mark
 
 # In the order `--help` lists them.
 COMMANDS = ("lock", "show", "key", "sign", "verify", "trusted-root", "diff", "why", "graph", "sbom", "policy",
@@ -48,9 +49,11 @@ def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    mark("start: interpreter, site, cli")
     argv = sys.argv[1:] if argv is None else argv
     parser = build_parser(argv)
     args = parser.parse_args(argv)
+    mark("command line")
     level = logging.WARNING - 10 * min(args.verbose, 2)
     logging.basicConfig(level=level, format="%(levelname)s: %(message)s", stream=sys.stderr)
     try:

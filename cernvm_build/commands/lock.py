@@ -26,8 +26,11 @@ def _lock(args: argparse.Namespace) -> int:
     from cernvm_build.lock.lockfile import digest, dumps, read_lock
     from cernvm_build.lock.recipe import load_recipe
     from cernvm_build.lock.resolve import LockOptions, lock, resolve
+    from cernvm_build.util.timing import mark
 
+    mark("imports")
     recipe = load_recipe(args.recipe)
+    mark("recipe")
     options = LockOptions(cache_dir=args.cache, offline=args.offline, allow_expired=args.allow_expired,
                           choices=args.policy)
     output = args.output or Path("closures") / f"{recipe.name}.lock.toml"

@@ -20,6 +20,7 @@ from cernvm_build.lock.resolve.repository import LoadedRepo, MetadataOptions
 from cernvm_build.lock.resolve.solver import Request, solve, to_closure
 from cernvm_build.lock.resolve.universe import Universe, open_universe
 from cernvm_build.util.content_store import ContentStore
+from cernvm_build.util.timing import mark
 
 log = logging.getLogger(__name__)
 
@@ -46,6 +47,7 @@ def load_universe(recipe: Recipe, options: LockOptions) -> tuple[Universe, list[
                            with_filelists=fmt.file_dependencies and any(
                                p.name.startswith("/") for p in recipe.packages))
     loaded = [fmt.load_repository(repo, recipe.arch, store, meta) for repo in recipe.repositories]
+    mark("signed metadata: Release, gpgv, index seals")
     u = open_universe(fmt, recipe.arch, loaded, store)
     if fmt.file_dependencies and not meta.with_filelists and u.unprovided_files:
         # dnf (4) always reads filelists; we read them only when primary.xml leaves a file
@@ -69,10 +71,14 @@ def resolve(recipe: Recipe, options: LockOptions = LockOptions()) -> Closure:
         specs = [s for s in base if s.name not in have] + specs
     req = Request(specs=tuple(specs), exclude=recipe.exclude, pin=recipe.pin, weak=recipe.weak, choices=choices)
     closure, roots = solve(u, req)
-    return to_closure(recipe, u, loaded, closure, roots, recipe.weak, choices)
+    closure = to_closure(recipe, u, loaded, closure, roots, recipe.weak, choices)
+    mark("closure records")
+    return closure
 
 
 def lock(recipe: Recipe, output: str | Path, options: LockOptions = LockOptions()) -> tuple[Closure, str]:
     """Resolve and write the lock atomically (only when the solve succeeded). Returns (closure, digest)."""
     closure = resolve(recipe, options)
-    return closure, write_lock(closure, output)
+    written = write_lock(closure, output)
+    mark("write")
+    return closure, written

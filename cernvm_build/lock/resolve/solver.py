@@ -21,6 +21,7 @@ from cernvm_build.lock.lockfile import Closure, LockedPackage, Solver, split_evr
 from cernvm_build.lock.recipe import PackageSpec, Recipe
 from cernvm_build.lock.resolve.repository import LoadedRepo
 from cernvm_build.lock.resolve.universe import Universe, libsolv_version
+from cernvm_build.util.timing import mark
 
 log = logging.getLogger(__name__)
 
@@ -113,6 +114,7 @@ def solve(u: Universe, req: Request) -> tuple[list["solv.XSolvable"], list["solv
     if considered is not None:
         pool.set_considered_list(considered)
     selections = [(spec, _select(u, spec)) for spec in req.specs]
+    mark("select")
     jobs = []
     candidates: list[list[int]] = []       # per entry: the solvables that would satisfy it (for roots)
     native = req.choices == u.format.native_choices
@@ -140,6 +142,7 @@ def solve(u: Universe, req: Request) -> tuple[list["solv.XSolvable"], list["solv
             if best:
                 requested.append(best[0])
         preferred = u.format.preferred(u, requested, req.weak, [pool.id2solvable(i) for i in req.locked])
+        mark(f"{req.choices}'s choices")
     if preferred is None:
         problems = solver.solve(jobs)
     else:
@@ -157,6 +160,7 @@ def solve(u: Universe, req: Request) -> tuple[list["solv.XSolvable"], list["solv
         lines = describe_problems(problems)
         names = ", ".join(str(s) for s in req.specs[:5]) + (" ..." if len(req.specs) > 5 else "")
         raise ResolveError(f"no closure satisfies the request ({names}): {len(problems)} problem(s)", lines)
+    mark("libsolv solve")
     trans = solver.transaction()
     closure = sorted(trans.newsolvables(), key=lambda s: (s.name, s.arch, s.evr))
     in_closure = {s.id for s in closure}

@@ -21,6 +21,7 @@ from cernvm_build.formats import PackageFormat
 from cernvm_build.lock.resolve.repository import LoadedRepo
 from cernvm_build.util.content_store import ContentStore
 from cernvm_build.util.files import atomic_path
+from cernvm_build.util.timing import mark
 
 log = logging.getLogger(__name__)
 
@@ -118,13 +119,16 @@ def open_universe(fmt: PackageFormat, arch: str, loaded: list[LoadedRepo], store
     for lr in loaded:
         u.parts += fmt.add_to_universe(u, lr, store)
     u.index_parts()
+    mark("load .solv and side tables")
     if not fmt.file_dependencies:
         # no dependency of this format names a file (Debian): nothing for libsolv to look up
         u.pool.createwhatprovides()
+        mark("whatprovides")
         return u
     needed = u.pool.addfileprovides_queue()
     u.pool.createwhatprovides()
     # rpm-md primary.xml lists only files under */bin/ and /etc/: a dependency on another path has
     # no provider until filelists are loaded (resolve.load_universe decides on that).
     u.unprovided_files = sorted(u.pool.id2str(i) for i in needed if not u.pool.whatprovides(i))
+    mark("whatprovides")
     return u
