@@ -20,7 +20,7 @@ import pkgutil
 from abc import ABC, abstractmethod
 from functools import lru_cache
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable
+from typing import TYPE_CHECKING, Any, Callable, Iterable
 
 from cernvm_build.errors import CernVMBuildError
 
@@ -58,6 +58,12 @@ class PackageFormat(ABC):
     @abstractmethod
     def add_to_universe(self, u: "Universe", loaded: "LoadedRepo", store: "ContentStore") -> list["RepoPart"]:
         """Load verified indexes into U's pool (through libsolv's .solv cache); one part per solv.Repo."""
+
+    def add_needed(self, u: "Universe", loaded: list["LoadedRepo"], store: "ContentStore",
+                   roots: Callable[["Universe"], Iterable[str]]) -> list["RepoPart"] | None:
+        """Only what the names ROOTS(u) can reach through dependencies, or None when the format
+        cannot tell (then the whole universe is loaded)."""
+        return None
 
     @abstractmethod
     def download_size(self, part: "RepoPart", s: "solv.XSolvable") -> int:

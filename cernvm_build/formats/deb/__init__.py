@@ -37,11 +37,12 @@ class Deb(PackageFormat):
 
     load_repository = lazy("cernvm_build.formats.deb.archive", "load_deb_repository")
     add_to_universe = lazy("cernvm_build.formats.deb.universe", "add_to_universe")
+    add_needed = lazy("cernvm_build.formats.deb.universe", "add_needed")
     preferred = lazy("cernvm_build.formats.deb.apt_choices", "apt_choices")
     build_tree = lazy("cernvm_build.formats.deb.tree", "build")
 
     def download_size(self, part, s):
-        return part.side.size[s.id - part.first_id]
+        return part.side.size[part.pos(s.id)]
 
     def base_specs(self, u, recipe):
         """Every Essential: yes / Priority-in-list package (their candidates), like debootstrap."""
@@ -52,11 +53,11 @@ class Deb(PackageFormat):
 
         wanted = {PRIORITY[p] for p in recipe.priorities}
         names: set[str] = set()
-        for part in u.parts:
+        for part in u.parts:          # every entry of the index, loaded into libsolv or not
             idx = part.side
             for i in range(len(idx.flags)):
                 if (recipe.essential and idx.flags[i] & ESSENTIAL) or idx.priority[i] in wanted:
-                    names.add(u.pool.id2solvable(part.first_id + i).name)
+                    names.add(idx.package_name(i))
         return [PackageSpec(n) for n in sorted(names)]
 
     def compare_versions(self, a, b):

@@ -61,7 +61,7 @@ class AptWalk:
         f = self._facts.get(sid)
         if f is None:
             part = self.u.part_of_id(sid)
-            idx, i = part.side, sid - part.first_id
+            idx, i = part.side, part.pos(sid)
             f = self._facts[sid] = Facts(self.pool.id2solvable(sid).name, idx, i, idx.flags[i],
                                          idx.priority[i], (self._rank[id(part)] << 40) + idx.name_rank[i])
         return f

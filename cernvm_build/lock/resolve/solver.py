@@ -10,7 +10,6 @@ accepts the packages that obsolete it (formats/rpm/dnf_choices.py).
 
 from __future__ import annotations
 
-import difflib
 import logging
 from dataclasses import dataclass
 
@@ -39,6 +38,12 @@ class Request:
     choices: str = "libsolv"           # whose choices: the format's native tool's ("apt", "dnf") or libsolv's
     locked: tuple[int, ...] = ()       # solvable ids that must stay (update policy diverge: the base)
     erase: tuple[str, ...] = ()        # names that must not be in the closure (diverge: local removals)
+    exact_choices: bool = False        # the native tool's choices must be closed as they are, or ChoicesNotClosed
+
+
+class ChoicesNotClosed(Exception):
+    """The native tool's choices are no consistent closure as they are: libsolv would have to choose
+    itself, which a narrowed universe must not let it do (resolve() widens it and solves again)."""
 
 
 def _all_names(pool: "solv.Pool") -> list[str]:
@@ -60,6 +65,8 @@ def _select(u: Universe, spec: PackageSpec) -> "solv.Selection":
             versions = sorted({s.evr for s in byname.solvables()})
             raise UnknownPackageError(f"{spec}: no version of '{spec.name}' satisfies '{spec.op} "
                                       f"{spec.version}' (available: {', '.join(versions[:8])})")
+        import difflib
+
         close = difflib.get_close_matches(spec.name, _all_names(pool), n=3, cutoff=0.75)
         hint = f"; did you mean {', '.join(repr(c) for c in close)}?" if close else ""
         raise UnknownPackageError(f"unknown package '{spec.name}': no repository provides it{hint}")
@@ -152,6 +159,8 @@ def solve(u: Universe, req: Request) -> tuple[list["solv.XSolvable"], list["solv
         problems = solver.solve(jobs + [pool.Job(solv.Job.SOLVER_INSTALL | solv.Job.SOLVER_SOLVABLE, sid)
                                         for sid in chosen])
         if problems:
+            if req.exact_choices:
+                raise ChoicesNotClosed()
             log.info("%s's choices are not a consistent closure per libsolv; using them as preferences",
                      req.choices)
             jobs += [pool.Job(solv.Job.SOLVER_FAVOR | solv.Job.SOLVER_SOLVABLE, sid) for sid in chosen]

@@ -13,7 +13,7 @@ from bisect import bisect_right
 from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable, Iterable
 
 import solv
 
@@ -25,7 +25,7 @@ from cernvm_build.util.timing import mark
 
 log = logging.getLogger(__name__)
 
-SOLV_CACHE_FORMAT = "3"
+SOLV_CACHE_FORMAT = "4"         # 4: the Debian side index holds the name graph (formats/deb/index.py)
 
 
 @lru_cache(maxsize=1)
@@ -47,6 +47,12 @@ class RepoPart:
     solv_repo: "solv.Repo"
     first_id: int
     side: Any = None           # what the format keeps beside libsolv (Debian: formats.deb.index.DebIndex)
+    positions: Any = None      # when only some entries of the index are loaded: their positions, in order
+
+    def pos(self, sid: int) -> int:
+        """The position in the index file (and its side data) of solvable SID of this part."""
+        k = sid - self.first_id
+        return k if self.positions is None else self.positions[k]
 
 
 @dataclass
@@ -56,6 +62,7 @@ class Universe:
     arch: str
     parts: list[RepoPart] = field(default_factory=list)
     unprovided_files: list[str] = field(default_factory=list)   # file dependencies nothing provides
+    narrowed: bool = False      # only what a request reaches is loaded (formats/deb/universe.py, add_needed)
     _starts: list[int] = field(default_factory=list)            # first solvable id of each non-empty part
     _ranged: list[RepoPart] = field(default_factory=list)       # those parts, in the same order
 
@@ -113,11 +120,18 @@ def write_solv(repo: "solv.Repo", path: Path) -> None:
         out.close()
 
 
-def open_universe(fmt: PackageFormat, arch: str, loaded: list[LoadedRepo], store: ContentStore) -> Universe:
-    """Build the pool: repositories in recipe order, which keeps every later choice deterministic."""
+def open_universe(fmt: PackageFormat, arch: str, loaded: list[LoadedRepo], store: ContentStore,
+                  needed: Callable[[Universe], Iterable[str]] | None = None) -> Universe:
+    """Build the pool: repositories in recipe order, which keeps every later choice deterministic.
+    With NEEDED (the names a request asks for, given the universe's side data), a format that can
+    loads only what those names reach (u.narrowed); the others load everything."""
     u = Universe(new_pool(fmt, arch), fmt, arch)
-    for lr in loaded:
-        u.parts += fmt.add_to_universe(u, lr, store)
+    parts = fmt.add_needed(u, loaded, store, needed) if needed is not None else None
+    if parts is not None:
+        u.parts, u.narrowed = parts, True
+    else:
+        for lr in loaded:
+            u.parts += fmt.add_to_universe(u, lr, store)
     u.index_parts()
     mark("load .solv and side tables")
     if not fmt.file_dependencies:
