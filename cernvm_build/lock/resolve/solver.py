@@ -42,8 +42,9 @@ class Request:
 
 
 class ChoicesNotClosed(Exception):
-    """The native tool's choices are no consistent closure as they are: libsolv would have to choose
-    itself, which a narrowed universe must not let it do (resolve() widens it and solves again)."""
+    """The native tool's choices are no consistent closure as they are (a conflict, or a dependency
+    libsolv satisfies otherwise): libsolv would choose itself, which a narrowed universe must not let
+    it do, as its choices could depend on what is loaded (resolve() widens it and solves again)."""
 
 
 def _all_names(pool: "solv.Pool") -> list[str]:
@@ -172,6 +173,8 @@ def solve(u: Universe, req: Request) -> tuple[list["solv.XSolvable"], list["solv
     mark("libsolv solve")
     trans = solver.transaction()
     closure = sorted(trans.newsolvables(), key=lambda s: (s.name, s.arch, s.evr))
+    if req.exact_choices and {s.id for s in closure} != preferred:
+        raise ChoicesNotClosed()        # libsolv completed the choices itself
     in_closure = {s.id for s in closure}
     roots = []
     for ids in candidates:
