@@ -18,7 +18,7 @@ def register(sub: "argparse._SubParsersAction") -> None:
                    help="whose choices to follow: apt's (Debian default), dnf's (rpm default) or plain libsolv's")
     p.add_argument("--check", metavar="LOCK", help="exit non-zero if re-resolving differs from LOCK; write nothing")
     p.add_argument("-q", "--quiet", action="store_true")
-    p.set_defaults(func=_lock)
+    p.set_defaults(func=_lock, quick_exit=True)      # cli.run: no interpreter teardown after the lock
 
 
 def _lock(args: argparse.Namespace) -> int:

@@ -55,10 +55,11 @@ class AptWalk:
         self._groups: dict[int, list[Group]] = {}
         self._deps: dict[tuple[str, str, str], tuple[str, int]] = {}
         self._prov: dict[int, list[int]] = {}
+        self._is_cand: dict[int, bool] = {}
         self._rank = {id(p): n for n, p in enumerate(u.parts)}
 
     def facts(self, sid: int) -> Facts:
-        f = self._facts.get(sid)
+        f = self._facts.get(sid)      # (hot: the walk asks ~10 times per solvable it meets)
         if f is None:
             part = self.u.part_of_id(sid)
             idx, i = part.side, part.pos(sid)
@@ -82,7 +83,10 @@ class AptWalk:
         return best
 
     def is_candidate(self, sid: int) -> bool:
-        return self.candidate(self.facts(sid).name) == sid
+        yes = self._is_cand.get(sid)
+        if yes is None:
+            yes = self._is_cand[sid] = self.candidate(self.facts(sid).name) == sid
+        return yes
 
     # -- dependencies in apt's order, from the raw control fields
     def groups(self, sid: int) -> list[Group]:
@@ -124,8 +128,7 @@ class AptWalk:
         return ids
 
     def satisfied(self, dep: int) -> bool:
-        marked = self.marked_ids
-        return any(p in marked for p in self.providers(dep))
+        return not self.marked_ids.isdisjoint(self.providers(dep))
 
     def order(self, sid: int) -> int:
         """apt's package ID: the first mention of the name in the index files (later = larger)."""

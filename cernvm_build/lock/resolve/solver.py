@@ -187,6 +187,7 @@ def to_closure(recipe: Recipe, u: Universe, loaded: list[LoadedRepo], closure: l
                weak: bool, choices: str) -> Closure:
     pool = u.pool
     ids = {s.id for s in closure}
+    within: dict[int, list[tuple[int, str]]] = {}     # dependency -> its providers in the closure
     pkgs = []
     for s in closure:
         part = u.part_of(s)
@@ -198,9 +199,10 @@ def to_closure(recipe: Recipe, u: Universe, loaded: list[LoadedRepo], closure: l
                                "a package that cannot be verified")
         deps = set()
         for dep in requires_of(s, weak):
-            for p in pool.whatprovides(dep.id):
-                if p.id in ids and p.id != s.id:
-                    deps.add(p.name)
+            providers = within.get(dep.id)
+            if providers is None:
+                providers = within[dep.id] = [(p.id, p.name) for p in pool.whatprovides(dep.id) if p.id in ids]
+            deps.update(name for pid, name in providers if pid != s.id)
         epoch, version, release = split_evr(s.evr)
         pkgs.append(LockedPackage(
             name=s.name, epoch=epoch, version=version, release=release, arch=s.arch,
