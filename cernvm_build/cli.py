@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+from functools import partial
 import logging
 import sys
 from typing import NoReturn
@@ -35,14 +36,41 @@ def _command_word(argv: list[str]) -> str | None:
     return None
 
 
+class _Formatter(argparse.HelpFormatter):
+    """argparse's help formatter, with the terminal width found as shutil.get_terminal_size finds it
+    but without importing shutil (which loads zlib, bz2 and lzma): argparse makes a formatter for
+    every option it is given, in every run, help asked for or not."""
+
+    def __init__(self, prog: str, indent_increment: int = 2, max_help_position: int = 24,
+                 width: int | None = None):
+        super().__init__(prog, indent_increment, max_help_position, width or _columns() - 2)
+
+
+def _columns() -> int:
+    import os
+
+    try:
+        columns = int(os.environ["COLUMNS"])
+        if columns > 0:
+            return columns
+    except (KeyError, ValueError):
+        pass
+    try:
+        return os.get_terminal_size(sys.__stdout__.fileno()).columns or 80
+    except (AttributeError, ValueError, OSError):
+        return 80
+
+
 def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
     """The parser; given ARGV naming a known command, only that command's module is imported."""
     parser = argparse.ArgumentParser(
         prog="cernvm-build",
         description="Reproducible OS snapshots: shopping list -> closure lock -> CernVM-FS -> boot ISO.",
+        formatter_class=_Formatter,
     )
     parser.add_argument("-v", "--verbose", action="count", default=0, help="more logging (-vv for debug)")
-    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True,
+                                parser_class=partial(argparse.ArgumentParser, formatter_class=_Formatter))
     word = _command_word(argv) if argv is not None else None
     for command in ((word,) if word in COMMANDS else COMMANDS):
         importlib.import_module(command_module(command)).register(sub)
