@@ -47,6 +47,8 @@ class RepositoryRecord:
 
 @dataclass(frozen=True)
 class LockedPackage:
+    """One pinned package: exactly which file, from which repository, and what it needs in the closure."""
+
     name: str
     epoch: int
     version: str
@@ -72,6 +74,8 @@ class LockedPackage:
 
 @dataclass(frozen=True)
 class Solver:
+    """Who resolved the closure and how (the [solver] table)."""
+
     name: str = "libsolv"
     version: str = ""
     policy: str = ""              # "apt" (Debian: apt's choices) or "libsolv"
@@ -92,6 +96,8 @@ class Delta:
 
 @dataclass(frozen=True)
 class Closure:
+    """A whole lock: the recipe it came from, the metadata it was resolved against, every package."""
+
     name: str
     flavour: str
     arch: str

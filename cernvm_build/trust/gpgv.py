@@ -16,6 +16,8 @@ if TYPE_CHECKING:
 
 @dataclass(frozen=True)
 class Verified:
+    """What a good signature covers, and by whom."""
+
     content: bytes                       # the signed data (for a clearsigned file: without the armour)
     fingerprints: tuple[str, ...]        # primary-key fingerprints of the good signatures
 

@@ -95,6 +95,8 @@ class Pinned(Protocol):
 
 @dataclass(frozen=True)
 class ContentStore:
+    """The store under ROOT (see the module's docstring)."""
+
     root: Path
 
     @classmethod

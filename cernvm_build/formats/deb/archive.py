@@ -33,6 +33,8 @@ _DECOMPRESS = {".xz": "lzma", ".gz": "gzip", ".bz2": "bz2"}
 
 @dataclass(frozen=True)
 class Release:
+    """The signed part of a Release file: its fields and the sha256 of every index it lists."""
+
     fields: dict[str, str]
     sha256: dict[str, tuple[str, int]]     # path below dists/SUITE -> (sha256, size)
 

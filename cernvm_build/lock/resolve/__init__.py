@@ -28,6 +28,8 @@ log = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class LockOptions:
+    """How to lock: where the metadata cache is, whether to go online, whose choices to follow."""
+
     cache_dir: str | Path | None = None
     offline: bool = False
     allow_expired: bool = False

@@ -57,6 +57,8 @@ class RepoPart:
 
 @dataclass
 class Universe:
+    """The libsolv pool of one resolution and, per index file, what the format keeps beside it."""
+
     pool: "solv.Pool"
     format: PackageFormat
     arch: str
