@@ -25,7 +25,14 @@ _OPS = {"<": solv.REL_LT, "<=": solv.REL_LT | solv.REL_EQ, "=": solv.REL_EQ,
         ">=": solv.REL_GT | solv.REL_EQ, ">": solv.REL_GT}
 
 Alternatives = list[tuple[str, int]]            # (target name, dependency id), in field order
-Group = tuple[bool, Alternatives]               # (critical, alternatives)
+
+
+class Group(NamedTuple):
+    """One or-group of a dependency field."""
+
+    critical: bool                # Pre-Depends/Depends (Recommends are not)
+    alts: Alternatives
+    providers: frozenset[int]     # of every alternative: the group is satisfied once one is marked
 
 
 class Facts(NamedTuple):
@@ -90,7 +97,7 @@ class AptWalk:
 
     # -- dependencies in apt's order, from the raw control fields
     def groups(self, sid: int) -> list[Group]:
-        """[(critical, [(target name, dep id), ...]), ...] for Pre-Depends, Depends (and Recommends)."""
+        """The or-groups of Pre-Depends, Depends (and Recommends), in field order."""
         cached = self._groups.get(sid)
         if cached is not None:
             return cached
@@ -105,7 +112,8 @@ class AptWalk:
             if not text:
                 continue
             for group in apt_pkg.parse_depends(text, False):
-                out.append((critical, [self._dep(name, ver, op) for name, ver, op in group]))
+                alts = [self._dep(name, ver, op) for name, ver, op in group]
+                out.append(Group(critical, alts, frozenset().union(*(self.providers(d) for _, d in alts))))
         self._groups[sid] = out
         return out
 
@@ -127,8 +135,9 @@ class AptWalk:
             ids = self._prov[dep] = [p.id for p in self.pool.whatprovides(dep)]
         return ids
 
-    def satisfied(self, dep: int) -> bool:
-        return not self.marked_ids.isdisjoint(self.providers(dep))
+    def satisfied(self, group: Group) -> bool:
+        """Does something marked satisfy one of the group's alternatives?"""
+        return not self.marked_ids.isdisjoint(group.providers)
 
     def order(self, sid: int) -> int:
         """apt's package ID: the first mention of the name in the index files (later = larger)."""
@@ -155,8 +164,8 @@ class AptWalk:
                     result.append(v)
         return result
 
-    def possible(self, alts: Alternatives) -> set[int]:
-        return {p for _, d in alts for p in self.providers(d) if self.is_candidate(p)}
+    def possible(self, group: Group) -> set[int]:
+        return {p for p in group.providers if self.is_candidate(p)}
 
     def mark_install(self, sid: int, from_user: bool) -> bool:
         name = self.facts(sid).name
@@ -168,14 +177,14 @@ class AptWalk:
         self.walked.add(name)
         self.marked[name] = sid
         self.marked_ids.add(sid)
-        todo = [(crit, alts) for crit, alts in self.groups(sid)
-                if protected or not any(self.satisfied(d) for _, d in alts)]
+        todo = [g for g in self.groups(sid) if protected or not self.satisfied(g)]
         failed = False
-        for critical, alts in todo:
-            if any(self.satisfied(d) for _, d in alts):
+        for group in todo:
+            critical, alts = group.critical, group.alts
+            if self.satisfied(group):
                 # a protected package passes its protection down single-solution dependencies
                 if protected and critical:
-                    only = self.possible(alts)
+                    only = self.possible(group)
                     if len(only) == 1:
                         p = next(iter(only))
                         pname = self.facts(p).name

@@ -216,36 +216,30 @@ def save(index: DebIndex, dest: Path) -> None:
 
 
 def load(path: Path, packages: Path) -> DebIndex:
-    """Read a side index (mapped, not read: only its parts are copied out of it)."""
-    with open(path, "rb") as f, mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as data:
-        if data[:len(MAGIC)] != MAGIC:
-            raise MetadataError(f"{path}: not a cernvm-build Debian side index")
-        pos = len(MAGIC)
-        n = int.from_bytes(data[pos:pos + 8], "little")
-        pos += 8
+    """Read a side index without reading it: its arrays are views of the mapped file (typed
+    memoryviews index like arrays), so a lock touches only the pages of the entries it uses."""
+    with open(path, "rb") as f:
+        data = memoryview(mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ))
+    if data[:len(MAGIC)] != MAGIC:
+        raise MetadataError(f"{path}: not a cernvm-build Debian side index")
+    pos = len(MAGIC)
+    n = int.from_bytes(data[pos:pos + 8], "little")
+    pos += 8
+    try:
         arrays = []
         for code, width in (("q", 8), ("q", 8), ("b", 1), ("b", 1), ("q", 8)):
-            a = array(code)
-            a.frombytes(data[pos:pos + n * width])
+            arrays.append(data[pos:pos + n * width].cast(code))
             pos += n * width
-            arrays.append(a)
         blobs = []
         for _ in range(6):
             size = int.from_bytes(data[pos:pos + 8], "little")
             blobs.append(data[pos + 8:pos + 8 + size])
             pos += 8 + size
-        if pos != len(data):
-            raise MetadataError(f"{path}: truncated or overlong Debian side index")
-    arrays_of_graph = []
-    for code, blob in zip("iiIIi", blobs[1:]):
-        a = array(code)
-        try:
-            a.frombytes(blob)
-        except ValueError as exc:           # not a whole number of items: damaged
-            raise MetadataError(f"{path}: damaged Debian side index") from exc
-        arrays_of_graph.append(a)
-    graph = NameGraph(blobs[0], *arrays_of_graph)
-    if (len(graph.pkg_start) != n + 1 or len(graph.dep_start) != n + 1 or graph.pkg_start[-1] != len(graph.packages)
+        graph = NameGraph(blobs[0].tobytes(), *(blob.cast(code) for code, blob in zip("iiIIi", blobs[1:])))
+    except (TypeError, ValueError) as exc:      # a length that is no whole number of items: damaged
+        raise MetadataError(f"{path}: damaged Debian side index") from exc
+    if (pos != len(data) or any(len(a) != n for a in arrays) or len(graph.pkg_start) != n + 1
+            or len(graph.dep_start) != n + 1 or graph.pkg_start[-1] != len(graph.packages)
             or len(graph.prov_names) != len(graph.prov_stanzas)):
-        raise MetadataError(f"{path}: inconsistent Debian side index")
+        raise MetadataError(f"{path}: truncated or inconsistent Debian side index")
     return DebIndex(packages, *arrays, end=packages.stat().st_size, graph=graph)
