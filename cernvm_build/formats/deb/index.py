@@ -27,7 +27,6 @@ from cernvm_build.errors import MetadataError
 from cernvm_build.util.files import atomic_write
 
 MAGIC = b"cvb-debindex-4\n"
-_DEP_FIELD = re.compile(rb"^(Pre-Depends|Depends|Recommends):[ \t]*(.*(?:\n[ \t].*)*)", re.M)
 PRIORITY = {"required": 1, "important": 2, "standard": 3, "optional": 4, "extra": 5}
 ESSENTIAL, IMPORTANT, FORCED = 1, 2, 4
 # apt force-marks itself essential and important (pkgCacheGen::ForceEssential defaults to "apt")
@@ -61,11 +60,16 @@ class DebIndex:
         return self.graph.package(i).decode()
 
     def dep_fields(self, i: int) -> dict[str, str]:
-        """Only Pre-Depends, Depends and Recommends of the i-th package (the fields apt's walk reads)."""
-        chunk = self._chunk(i)
+        """Only Pre-Depends, Depends and Recommends of the i-th package (the fields apt's walk reads),
+        by apt's own parser of one stanza."""
+        import apt_pkg
+
+        section = apt_pkg.TagSection(self._chunk(i))
         out = {}
-        for m in _DEP_FIELD.finditer(chunk):
-            out[m.group(1).decode()] = m.group(2).decode("utf-8", errors="replace").replace("\n", " ")
+        for key in ("Pre-Depends", "Depends", "Recommends"):
+            value = section.get(key)
+            if value:
+                out[key] = value.replace("\n", " ")
         return out
 
 
@@ -128,13 +132,13 @@ class NameGraph:
 _END = b"\x00"
 # a name (its ":any" or ":amd64" qualifier dropped) or the end of a stanza's field; what a field says
 # besides names (versions "(>= 1)", architecture lists "[amd64]", build profiles "<!nocheck>") matches
-# with an empty group
-_NAME_OR_END = re.compile(rb"(\x00|[^\s,|:\x00(\[<]+)(?::[^\s,|\x00(\[<]*)?|\([^)]*\)|\[[^\]]*\]|<[^>]*>")
+# with an empty group (compiled on first use, by re's cache: only a cold run needs it)
+_NAME_OR_END = rb"(\x00|[^\s,|:\x00(\[<]+)(?::[^\s,|\x00(\[<]*)?|\([^)]*\)|\[[^\]]*\]|<[^>]*>"
 
 
 def _field_names(fields: list[str]) -> list[bytes]:
     """The names each field mentions, every field's followed by _END (one list for all stanzas)."""
-    return list(filter(None, _NAME_OR_END.findall(("\x00".join(fields) + "\x00").encode())))
+    return list(filter(None, re.findall(_NAME_OR_END, ("\x00".join(fields) + "\x00").encode())))
 
 
 def _ends(tokens: list[bytes]) -> list[int]:
