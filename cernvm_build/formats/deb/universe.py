@@ -156,9 +156,11 @@ def _load_stanzas(repo: "solv.Repo", index: debindex.DebIndex, stanzas: list[int
     with open(index.path, "rb") as f, mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as mm:
         ends = index.offset
         text = b"".join(mm[ends[i]:ends[i + 1] if i + 1 < len(ends) else index.end] for i in stanzas)
-    fd = os.memfd_create("cvb-packages")
+    fd = _anonymous_file()
     try:
-        os.write(fd, text)
+        view = memoryview(text)
+        while view:
+            view = view[os.write(fd, view):]
         os.lseek(fd, 0, os.SEEK_SET)
         f = solv.xfopen_fd(None, os.dup(fd))
         ok = f is not None and repo.add_debpackages(f, 0)
@@ -173,6 +175,15 @@ def _load_stanzas(repo: "solv.Repo", index: debindex.DebIndex, stanzas: list[int
             repo.pool.id2solvable(first + k).name for k in range(0, len(stanzas), step)] != [
             index.package_name(i) for i in stanzas[::step]]:
         raise MetadataError(f"{what}: libsolv and the side index disagree on the packages of this index")
+
+
+def _anonymous_file() -> int:
+    """A file descriptor of a file without a name (libsolv reads Packages text only from a file)."""
+    if hasattr(os, "memfd_create"):
+        return os.memfd_create("cvb-packages")
+    import tempfile
+
+    return os.dup(tempfile.TemporaryFile().fileno())
 
 
 def add_needed(u: Universe, loaded: list[LoadedRepo], store: ContentStore,

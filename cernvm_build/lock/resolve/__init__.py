@@ -76,13 +76,17 @@ def _specs(u: Universe, recipe: Recipe) -> list[PackageSpec]:
     return specs
 
 
-def _request_names(recipe: Recipe) -> Callable[[Universe], set[str]]:
+def _request_names(recipe: Recipe, specs: list[PackageSpec] | None = None) -> Callable[[Universe], set[str]]:
     """The names a narrowed universe starts from: every entry (and what its spelling may select:
-    `name:arch`, `name.arch`) and every pinned name."""
+    `name:arch`, `name.arch`) and every pinned name. The entries are put in SPECS (computed once:
+    Debian's Essential/priority entries take a pass over every stanza)."""
 
     def names(u: Universe) -> set[str]:
+        entries = _specs(u, recipe)
+        if specs is not None:
+            specs[:] = entries
         out = {n for n, _ in recipe.pin}
-        for spec in _specs(u, recipe):
+        for spec in entries:
             out |= {spec.name, spec.name.split(":", 1)[0], spec.name.rsplit(".", 1)[0]}
         return out
 
@@ -101,18 +105,20 @@ def resolve(recipe: Recipe, options: LockOptions = LockOptions()) -> Closure:
     choices = choices_for(recipe, options)
     fmt = formats.get(recipe.flavour, RecipeError)
     narrow = choices == fmt.native_choices and not recipe.weak
-    u, loaded = load_universe(recipe, options, _request_names(recipe) if narrow else None)
+    specs: list[PackageSpec] = []
+    u, loaded = load_universe(recipe, options, _request_names(recipe, specs) if narrow else None)
     if u.narrowed:
         try:
-            return _resolve_in(u, loaded, recipe, choices)
+            return _resolve_in(u, loaded, recipe, choices, specs)
         except (ChoicesNotClosed, UnknownPackageError, ResolveError, RecipeError) as exc:
             log.info("resolving over the whole universe (%s)", type(exc).__name__)
         u = open_universe(fmt, recipe.arch, loaded, ContentStore.at(options.cache_dir))
-    return _resolve_in(u, loaded, recipe, choices)
+    return _resolve_in(u, loaded, recipe, choices, specs or _specs(u, recipe))
 
 
-def _resolve_in(u: Universe, loaded: list[LoadedRepo], recipe: Recipe, choices: str) -> Closure:
-    req = Request(specs=tuple(_specs(u, recipe)), exclude=recipe.exclude, pin=recipe.pin, weak=recipe.weak,
+def _resolve_in(u: Universe, loaded: list[LoadedRepo], recipe: Recipe, choices: str,
+                specs: list[PackageSpec]) -> Closure:
+    req = Request(specs=tuple(specs), exclude=recipe.exclude, pin=recipe.pin, weak=recipe.weak,
                   choices=choices, exact_choices=u.narrowed)
     closure, roots = solve(u, req)
     closure = to_closure(recipe, u, loaded, closure, roots, recipe.weak, choices)
