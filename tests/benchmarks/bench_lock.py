@@ -198,10 +198,12 @@ def main() -> None:
             outs = {v.name: work / f"{v.name}.lock" for v in variants}
             lock_args = {v.name: [str(recipe), "-o", str(outs[v.name]), "--cache", str(cache), "--offline", "-q"]
                          for v in variants}
-            colds = []
+            cold_variants = [v for v in variants if v.name in ("launcher", "before")]
+            colds: dict[str, list[float]] = defaultdict(list)
             for _ in range(args.cold):
-                shutil.rmtree(cache / "solv", ignore_errors=True)
-                colds.append(launcher.run(lock_args["launcher"])[0])
+                for v in cold_variants:
+                    shutil.rmtree(cache / "solv", ignore_errors=True)
+                    colds[v.name].append(v.run(lock_args[v.name])[0])
             for v in variants:          # warm-up (and the locks to compare)
                 v.run(lock_args[v.name])
             texts = {n: p.read_bytes() for n, p in outs.items()}
@@ -222,11 +224,13 @@ def main() -> None:
                 if i < max(1, args.repeat // 3):
                     simulates.append(timed(["apt-get", *apt_args, "-qq", "--simulate", "install", *names]))
             npk = len(read_lock(outs["launcher"]).packages)
-            a, s, c = statistics.median(apts), statistics.median(simulates), statistics.median(colds)
+            a, s = statistics.median(apts), statistics.median(simulates)
+            c = statistics.median(colds["launcher"])
+            cold_before = f"   (cold before {statistics.median(colds['before']):.3f})" if colds["before"] else ""
             w = {v.name: statistics.median(warms[v.name]) for v in variants}
             print(f"{' '.join(names):36} {npk:5d} {c:7.3f} " + "".join(f"{w[v.name]:9.3f}" for v in variants)
                   + f" {a:7.3f} {s:10.3f}  " + "".join(f"{a / w[v.name]:15.2f}x" for v in variants)
-                  + f"   (apt marked {napt})")
+                  + f"   (apt marked {napt}){cold_before}")
             profiles[" ".join(names)] = phases
         print("\ntimes in seconds (median); cold and the variants are whole `cernvm-build lock` processes;"
               " apt/X > 1 means the whole lock process beats apt's resolution alone")
