@@ -63,6 +63,7 @@ class AptWalk:
         self._deps: dict[tuple[str, str, str], tuple[str, int]] = {}
         self._prov: dict[int, list[int]] = {}
         self._is_cand: dict[int, bool] = {}
+        self._sole: dict[frozenset[int], int | None] = {}
         self._rank = {id(p): n for n, p in enumerate(u.parts)}
 
     def facts(self, sid: int) -> Facts:
@@ -164,8 +165,20 @@ class AptWalk:
                     result.append(v)
         return result
 
-    def possible(self, group: Group) -> set[int]:
-        return {p for p in group.providers if self.is_candidate(p)}
+    def sole_candidate(self, group: Group) -> int | None:
+        """The group's only installable provider (a candidate version), if it has exactly one."""
+        key = group.providers
+        if key in self._sole:
+            return self._sole[key]
+        found = None
+        for p in key:
+            if self.is_candidate(p):
+                if found is not None:
+                    found = None
+                    break
+                found = p
+        self._sole[key] = found
+        return found
 
     def mark_install(self, sid: int, from_user: bool) -> bool:
         name = self.facts(sid).name
@@ -184,9 +197,8 @@ class AptWalk:
             if self.satisfied(group):
                 # a protected package passes its protection down single-solution dependencies
                 if protected and critical:
-                    only = self.possible(group)
-                    if len(only) == 1:
-                        p = next(iter(only))
+                    p = self.sole_candidate(group)
+                    if p is not None:
                         pname = self.facts(p).name
                         if pname not in self.protected:
                             self.protected.add(pname)
