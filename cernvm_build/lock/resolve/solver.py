@@ -206,7 +206,7 @@ def to_closure(recipe: Recipe, u: Universe, loaded: list[LoadedRepo], closure: l
         epoch, version, release = split_evr(s.evr)
         pkgs.append(LockedPackage(
             name=s.name, epoch=epoch, version=version, release=release, arch=s.arch,
-            repository=part.loaded.record.name, location=location, size=u.size_of(s),
+            repository=part.loaded.record.name, location=location, size=u.format.download_size(part, s),
             sha256=checksum.hex(), depends=tuple(sorted(deps))))
     return Closure(
         name=recipe.name, flavour=recipe.flavour, arch=recipe.arch, recipe_digest=recipe.digest(),
