@@ -18,7 +18,7 @@ def register(sub: "argparse._SubParsersAction") -> None:
                    help="whose choices to follow: apt's (Debian default), dnf's (rpm default) or plain libsolv's")
     p.add_argument("--check", metavar="LOCK", help="exit non-zero if re-resolving differs from LOCK; write nothing")
     p.add_argument("-q", "--quiet", action="store_true")
-    p.set_defaults(func=_lock)
+    p.set_defaults(func=_lock, quick_exit=True)      # cli.run: no interpreter teardown after the lock
 
 
 def _lock(args: argparse.Namespace) -> int:
@@ -26,8 +26,11 @@ def _lock(args: argparse.Namespace) -> int:
     from cernvm_build.lock.lockfile import digest, dumps, read_lock
     from cernvm_build.lock.recipe import load_recipe
     from cernvm_build.lock.resolve import LockOptions, lock, resolve
+    from cernvm_build.util.timing import mark
 
+    mark("imports")
     recipe = load_recipe(args.recipe)
+    mark("recipe")
     options = LockOptions(cache_dir=args.cache, offline=args.offline, allow_expired=args.allow_expired,
                           choices=args.policy)
     output = args.output or Path("closures") / f"{recipe.name}.lock.toml"

@@ -16,11 +16,11 @@ only, and each implementation may use any of them.
 from __future__ import annotations
 
 import importlib
-import pkgutil
+import os
 from abc import ABC, abstractmethod
 from functools import lru_cache
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable
+from typing import TYPE_CHECKING, Any, Callable, Iterable
 
 from cernvm_build.errors import CernVMBuildError
 
@@ -58,6 +58,12 @@ class PackageFormat(ABC):
     @abstractmethod
     def add_to_universe(self, u: "Universe", loaded: "LoadedRepo", store: "ContentStore") -> list["RepoPart"]:
         """Load verified indexes into U's pool (through libsolv's .solv cache); one part per solv.Repo."""
+
+    def add_needed(self, u: "Universe", loaded: list["LoadedRepo"], store: "ContentStore",
+                   roots: Callable[["Universe"], Iterable[str]]) -> list["RepoPart"] | None:
+        """Only what the names ROOTS(u) can reach through dependencies, or None when the format
+        cannot tell (then the whole universe is loaded)."""
+        return None
 
     @abstractmethod
     def download_size(self, part: "RepoPart", s: "solv.XSolvable") -> int:
@@ -116,8 +122,10 @@ def lazy(module: str, function: str) -> Callable:
 @lru_cache(maxsize=1)
 def flavours() -> tuple[str, ...]:
     """The formats this installation has: one subpackage each (listed once: `get` is on hot paths,
-    e.g. once per package compared by `diff`)."""
-    return tuple(sorted(m.name for m in pkgutil.iter_modules(__path__) if m.ispkg))
+    e.g. once per package compared by `diff`). Found as pkgutil.iter_modules would, without importing
+    pkgutil into every command."""
+    return tuple(sorted(e.name for d in __path__ for e in os.scandir(d)
+                        if e.is_dir() and "." not in e.name and os.path.isfile(os.path.join(e.path, "__init__.py"))))
 
 
 @lru_cache(maxsize=None)

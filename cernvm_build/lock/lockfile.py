@@ -47,6 +47,8 @@ class RepositoryRecord:
 
 @dataclass(frozen=True)
 class LockedPackage:
+    """One pinned package: exactly which file, from which repository, and what it needs in the closure."""
+
     name: str
     epoch: int
     version: str
@@ -72,6 +74,8 @@ class LockedPackage:
 
 @dataclass(frozen=True)
 class Solver:
+    """Who resolved the closure and how (the [solver] table)."""
+
     name: str = "libsolv"
     version: str = ""
     policy: str = ""              # "apt" (Debian: apt's choices) or "libsolv"
@@ -92,6 +96,8 @@ class Delta:
 
 @dataclass(frozen=True)
 class Closure:
+    """A whole lock: the recipe it came from, the metadata it was resolved against, every package."""
+
     name: str
     flavour: str
     arch: str
@@ -117,13 +123,18 @@ class Closure:
         return sum(p.size for p in self.packages)
 
     def canonical(self) -> "Closure":
-        """Sorted everything: the form that is written."""
-        pkgs = tuple(sorted((replace(p, depends=tuple(sorted(set(p.depends)))) for p in self.packages),
-                            key=lambda p: (p.name, p.arch, p.evr)))
+        """Sorted everything: the form that is written (records already in that form are kept as
+        they are: a lock is made canonical when resolved and again when written)."""
+        pkgs = tuple(sorted((_canonical_package(p) for p in self.packages), key=lambda p: (p.name, p.arch, p.evr)))
         repos = tuple(replace(r, indexes=tuple(sorted(r.indexes, key=lambda i: i.path)),
                               key_fingerprints=tuple(sorted(set(r.key_fingerprints))))
                       for r in self.repositories)
         return replace(self, packages=pkgs, repositories=repos, roots=tuple(sorted(set(self.roots))))
+
+
+def _canonical_package(p: LockedPackage) -> LockedPackage:
+    depends = tuple(sorted(set(p.depends)))
+    return p if depends == p.depends else replace(p, depends=depends)
 
 
 # ---- canonical TOML ------------------------------------------------------------------------------

@@ -67,12 +67,16 @@ class Repository:
 
 @dataclass(frozen=True)
 class Boot:
+    """What the recipe says about booting: the kernel package and the boot client."""
+
     kernel: str = ""
     client: str = ""
 
 
 @dataclass(frozen=True)
 class Recipe:
+    """A shopping list, validated: what to resolve, from which repositories, for which architecture."""
+
     name: str
     flavour: str
     arch: str

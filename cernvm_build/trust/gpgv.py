@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import hashlib
 import os
-import subprocess
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -18,6 +16,8 @@ if TYPE_CHECKING:
 
 @dataclass(frozen=True)
 class Verified:
+    """What a good signature covers, and by whom."""
+
     content: bytes                       # the signed data (for a clearsigned file: without the armour)
     fingerprints: tuple[str, ...]        # primary-key fingerprints of the good signatures
 
@@ -31,6 +31,8 @@ def _keyring_for_gpgv(keyring: str | Path, workdir: Path) -> Path:
         raise SignatureError(f"{keyring}: cannot read keyring: {exc.strerror}") from exc
     if b"-----BEGIN PGP PUBLIC KEY BLOCK-----" not in data:
         return keyring
+    import subprocess
+
     out = workdir / (hashlib.sha256(data).hexdigest() + ".gpg")
     proc = subprocess.run(["gpg", "--batch", "--no-options", "--homedir", str(workdir), "--dearmor"],
                           input=data, capture_output=True)
@@ -41,6 +43,9 @@ def _keyring_for_gpgv(keyring: str | Path, workdir: Path) -> Path:
 
 
 def _run_gpgv(args: list[str], keyring: str | Path, what: str) -> Verified:
+    import subprocess      # here: a warm run finds the verification sealed and never spawns gpgv
+    import tempfile
+
     with tempfile.TemporaryDirectory(prefix="cvb-gpgv-") as tmp:
         work = Path(tmp)
         os.chmod(work, 0o700)

@@ -26,7 +26,6 @@ import hashlib
 import hmac
 import json
 import os
-import secrets
 import threading
 from dataclasses import dataclass
 from functools import lru_cache
@@ -51,6 +50,8 @@ def _seal_key(path: str) -> bytes | None:
         pass
     try:
         p.parent.mkdir(parents=True, exist_ok=True)
+        import secrets     # (imports random: only the first run ever makes a key)
+
         atomic_write(p, secrets.token_bytes(32), mode=0o600)
         return p.read_bytes()
     except OSError:
@@ -94,6 +95,8 @@ class Pinned(Protocol):
 
 @dataclass(frozen=True)
 class ContentStore:
+    """The store under ROOT (see the module's docstring)."""
+
     root: Path
 
     @classmethod

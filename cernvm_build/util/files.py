@@ -9,8 +9,6 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import os
-import shutil
-import tempfile
 from pathlib import Path
 from typing import Iterator
 
@@ -36,11 +34,9 @@ def atomic_path(dest: str | os.PathLike, mode: int = 0o644) -> Iterator[Path]:
     dest = Path(dest)
     try:
         dest.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=".tmp", dir=dest.parent)
+        tmp_path = _new_sibling(dest)
     except OSError as exc:      # report the file the user named, not our temporary one
         raise OSError(exc.errno, exc.strerror, str(dest)) from exc
-    os.close(fd)
-    tmp_path = Path(tmp)
     try:
         yield tmp_path
         os.chmod(tmp_path, mode)
@@ -51,6 +47,18 @@ def atomic_path(dest: str | os.PathLike, mode: int = 0o644) -> Iterator[Path]:
         with contextlib.suppress(FileNotFoundError):
             tmp_path.unlink()
         raise
+
+
+def _new_sibling(dest: Path) -> Path:
+    """Create an empty, new file beside DEST (tempfile.mkstemp's job, without importing tempfile,
+    random and shutil into every command that writes a file)."""
+    while True:
+        tmp = dest.with_name(f".{dest.name}.{os.urandom(6).hex()}.tmp")
+        try:
+            os.close(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
+            return tmp
+        except FileExistsError:
+            continue
 
 
 def atomic_write(dest: str | os.PathLike, data: bytes | str, mode: int = 0o644) -> None:
@@ -67,6 +75,9 @@ def atomic_dir(dest: str | os.PathLike) -> Iterator[Path]:
     dest = Path(dest)
     if dest.exists():
         raise FileExistsError(f"{dest} already exists")
+    import shutil
+    import tempfile
+
     dest.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{dest.name}.", suffix=".tmp", dir=dest.parent))
     try:

@@ -1,18 +1,29 @@
 #!/usr/bin/env python3
 """Benchmark: `cernvm-build lock` (whole process, cold and warm) next to apt on the same metadata.
 
-Run alone: .venv/bin/python tests/benchmarks/bench_lock.py [--repeat N]
-Needs the live Debian archive (bookworm main amd64). Prints times, ratios and closure sizes:
-  cold   - empty .solv/side-index cache (the Packages file itself already downloaded): metadata parse
-  warm   - everything cached (--offline: signature still checked with gpgv)
-  apt    - python-apt in a fresh process: open the (warm) cache over an empty dpkg status + mark the list
-           (the resolution alone; timed inside the process, start-up excluded)
+Run alone: .venv/bin/python tests/benchmarks/bench_lock.py [--repeat N] [--baseline GITREF]
+Needs the live Debian archive (bookworm main amd64). Runs this checkout's code (PYTHONPATH), never
+an installed copy, and prints times, ratios, closure sizes and where the time goes:
+  cold    - empty .solv/side-table cache (the Packages file itself already downloaded): metadata parse
+  warm    - everything cached (--offline: the signature is still checked, its gpgv result sealed)
+  apt     - python-apt in a fresh process: open the (warm) cache over an empty dpkg status + mark the
+            list (the resolution alone, timed inside the process: start-up and imports excluded)
   apt-get - `apt-get install --simulate` whole process in an isolated configuration
+Variants of the warm lock, all measured interleaved in the same run (the machine is shared, so only
+ratios measured side by side mean much):
+  launcher - bin/cernvm-build, the installed command (`lock` starts Python without running the code
+             of .pth files; see that script)
+  python   - `python -m cernvm_build.cli`: the same code with the full start-up of site.py
+  before   - with --baseline GITREF: that revision's cernvm_build (git archive), through `python -m`,
+             as its console script ran it; its locks must be byte-identical to this checkout's.
+Profile: phases from CERNVM_BUILD_TIMINGS (cernvm_build/util/timing.py) for this checkout; for the
+baseline, the same phases timed by wrapping its functions (tests/benchmarks/lock_phases.py).
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import shutil
 import statistics
@@ -20,6 +31,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections import defaultdict
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -30,7 +42,9 @@ from cernvm_build.util.content_store import ContentStore  # noqa: E402
 from tests.support.aptref import isolated_config  # noqa: E402
 
 LISTS = [["bash", "coreutils"], ["build-essential", "python3"], ["gnome-core", "build-essential", "python3"]]
-CLI = [str(ROOT / ".venv" / "bin" / "cernvm-build")]
+VENV_PY = ROOT / ".venv" / "bin" / "python"
+PY = str(VENV_PY) if VENV_PY.exists() else sys.executable
+PHASES_HARNESS = Path(__file__).with_name("lock_phases.py")
 
 APT_TIMER = r'''
 import sys, time, json
@@ -55,6 +69,54 @@ print(time.perf_counter() - t0, n)
 '''
 
 
+class Variant:
+    """One way of running `cernvm-build lock`: a command prefix and the code it runs."""
+
+    def __init__(self, name: str, prefix: list[str], code: Path, marks: bool):
+        self.name, self.prefix, self.code, self.marks = name, prefix, code, marks
+
+    def env(self, t0: int | None = None) -> dict[str, str]:
+        env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "CERNVM_BUILD_TIMINGS")}
+        env.update(PYTHONPATH=str(self.code), CERNVM_BUILD_PYTHON=PY)
+        if t0 is not None:
+            env["CERNVM_BUILD_TIMINGS"] = f"t0={t0}"
+        return env
+
+    def run(self, args: list[str]) -> tuple[float, dict[str, float]]:
+        """Wall time of one whole process, and its phases (ms) when it reports them."""
+        t0 = time.monotonic_ns()
+        proc = subprocess.run([*self.prefix, "lock", *args], env=self.env(t0), stdout=subprocess.DEVNULL,
+                              stderr=subprocess.PIPE, text=True)
+        wall = (time.monotonic_ns() - t0) / 1e9
+        if proc.returncode != 0:
+            raise SystemExit(f"{self.name}: lock failed:\n{proc.stderr}")
+        phases: dict[str, float] = {}
+        for line in proc.stderr.splitlines():
+            if line.startswith("timing "):
+                name, ms = line[len("timing "):].rsplit(" ", 1)
+                phases[name] = phases.get(name, 0.0) + float(ms)
+        if phases:
+            phases["exit (teardown)"] = max(0.0, wall * 1e3 - sum(phases.values()))
+        return wall, phases
+
+
+def byte_compile(code: Path) -> None:
+    # as an installed package would have: byte-compiled modules (this sandbox sets
+    # PYTHONDONTWRITEBYTECODE, which otherwise makes every run recompile everything)
+    subprocess.run([PY, "-m", "compileall", "-q", str(code / "cernvm_build")], check=True,
+                   env={k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"},
+                   stdout=subprocess.DEVNULL)
+
+
+def baseline_code(ref: str, dest: Path) -> Path:
+    """REF's cernvm_build, extracted (never checked out over this worktree)."""
+    dest.mkdir(parents=True)
+    archive = subprocess.run(["git", "-C", str(ROOT), "archive", ref, "cernvm_build"], check=True,
+                             capture_output=True).stdout
+    subprocess.run(["tar", "-x", "-C", str(dest)], input=archive, check=True)
+    return dest
+
+
 def recipe_for(names: list[str], dest: Path) -> Path:
     text = (ROOT / "recipes" / "bench-build-essential-python3.toml").read_text()
     text = text.replace('packages = ["build-essential", "python3"]',
@@ -70,57 +132,110 @@ def timed(cmd: list[str], env: dict | None = None) -> float:
     return time.perf_counter() - t
 
 
+def start_up(repeat: int) -> dict[str, float]:
+    """The interpreter alone: with site.py (what every console script pays) and without (-S)."""
+    out = {}
+    for label, flags in (("python -c pass", []), ("python -S -c pass", ["-S"]), ("python -I -S -c pass", ["-I", "-S"])):
+        out[label] = statistics.median(timed([PY, *flags, "-c", "pass"]) for _ in range(repeat))
+    return out
+
+
+def print_profile(title: str, samples: dict[str, list[dict[str, float]]]) -> None:
+    """Median milliseconds per phase, one column per variant."""
+    names = list(samples)
+    order: list[str] = []
+    for runs in samples.values():
+        for run in runs:
+            order += [p for p in run if p not in order]
+    print(f"\n{title}\n{'phase (median ms)':44}" + "".join(f"{n:>12}" for n in names))
+    for phase in order:
+        cells = []
+        for n in names:
+            vals = [run[phase] for run in samples[n] if phase in run]
+            cells.append(f"{statistics.median(vals):12.1f}" if vals else f"{'-':>12}")
+        print(f"{phase:44}" + "".join(cells))
+    totals = [f"{statistics.median(sum(r.values()) for r in samples[n]):12.1f}" if samples[n] else f"{'-':>12}"
+              for n in names]
+    print(f"{'total':44}" + "".join(totals))
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
-    ap.add_argument("--repeat", type=int, default=5)
+    ap.add_argument("--repeat", type=int, default=9, help="warm runs per variant and list (medians)")
+    ap.add_argument("--cold", type=int, default=3, help="cold runs per list")
+    ap.add_argument("--baseline", metavar="GITREF", help="also time this revision's code (e.g. main)")
     args = ap.parse_args()
-    # as an installed package would have: byte-compiled modules (this sandbox sets
-    # PYTHONDONTWRITEBYTECODE, which otherwise makes every run recompile everything)
-    subprocess.run([sys.executable, "-m", "compileall", "-q", str(ROOT / "cernvm_build")], check=True,
-                   env={k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"},
-                   stdout=subprocess.DEVNULL)
     work = Path(tempfile.mkdtemp(prefix="cvb-bench-lock-"))
     cache = work / "cache"
+    launcher = Variant("launcher", [str(ROOT / "bin" / "cernvm-build")], ROOT, marks=True)
+    plain = Variant("python", [PY, "-m", "cernvm_build.cli"], ROOT, marks=True)
+    variants = [launcher, plain]
     try:
+        byte_compile(ROOT)
+        if args.baseline:
+            code = baseline_code(args.baseline, work / "baseline")
+            byte_compile(code)
+            variants.append(Variant("before", [PY, str(PHASES_HARNESS)], code, marks=False))
         # download once (not measured): the first lock fills the blob cache
         first = recipe_for(LISTS[0], work)
-        subprocess.run([*CLI, "lock", str(first), "-o", str(work / "warmup.lock"), "--cache", str(cache)],
-                       check=True)
+        subprocess.run([*launcher.prefix, "lock", str(first), "-o", str(work / "warmup.lock"), "--cache",
+                        str(cache)], check=True, env=launcher.env())
         pk = ContentStore(cache).blob(read_lock(work / "warmup.lock").repositories[0].indexes[0].sha256)
         aptroot = work / "apt"
         opts = isolated_config(aptroot, [pk])
-        import json
-
         apt_args = [f"-o{k}={v}" for k, v in opts.items()]
         # builds apt's own binary cache once, so apt is measured warm as well
         subprocess.run(["apt-get", *apt_args, "-qq", "check"], check=True, stdout=subprocess.DEVNULL)
-        print(f"metadata: bookworm main amd64 Packages, {pk.stat().st_size / 1e6:.1f} MB uncompressed")
-        print(f"{'list':45} {'pkgs':>5} {'cold':>7} {'warm':>7} {'apt':>7} {'apt-get -s':>10}  "
-              f"{'warm/apt':>8} {'apt-get/warm':>12}")
+        print(f"metadata: bookworm main amd64 Packages, {pk.stat().st_size / 1e6:.1f} MB uncompressed; "
+              f"load average {os.getloadavg()[0]:.2f}")
+        for label, secs in start_up(args.repeat).items():
+            print(f"  interpreter start-up, {label:22} {secs * 1e3:6.1f} ms")
+        head = f"{'list':36} {'pkgs':>5} {'cold':>7} " + "".join(f"{v.name:>9}" for v in variants)
+        print(f"\n{head} {'apt':>7} {'apt-get -s':>10}  " + "".join(f"{'apt/' + v.name:>16}" for v in variants))
+        profiles: dict[str, dict[str, list[dict[str, float]]]] = {}
         for names in LISTS:
             recipe = recipe_for(names, work)
-            out = work / "out.lock"
-            colds, warms, apts, simulates = [], [], [], []
-            for _ in range(args.repeat):
-                shutil.rmtree(cache / "solv", ignore_errors=True)
-                colds.append(timed([*CLI, "lock", str(recipe), "-o", str(out), "--cache", str(cache),
-                                    "--offline", "-q"]))
-            for _ in range(args.repeat):
-                warms.append(timed([*CLI, "lock", str(recipe), "-o", str(out), "--cache", str(cache),
-                                    "--offline", "-q"]))
-            npk = len(read_lock(out).packages)
-            for _ in range(args.repeat):
+            outs = {v.name: work / f"{v.name}.lock" for v in variants}
+            lock_args = {v.name: [str(recipe), "-o", str(outs[v.name]), "--cache", str(cache), "--offline", "-q"]
+                         for v in variants}
+            cold_variants = [v for v in variants if v.name in ("launcher", "before")]
+            colds: dict[str, list[float]] = defaultdict(list)
+            for _ in range(args.cold):
+                for v in cold_variants:
+                    shutil.rmtree(cache / "solv", ignore_errors=True)
+                    colds[v.name].append(v.run(lock_args[v.name])[0])
+            for v in variants:          # warm-up (and the locks to compare)
+                v.run(lock_args[v.name])
+            texts = {n: p.read_bytes() for n, p in outs.items()}
+            if len(set(texts.values())) != 1:
+                raise SystemExit(f"{' '.join(names)}: the variants wrote different locks: {sorted(texts)}")
+            warms: dict[str, list[float]] = defaultdict(list)
+            phases: dict[str, list[dict[str, float]]] = defaultdict(list)
+            apts, simulates = [], []
+            for i in range(args.repeat):     # interleaved: every variant sees the same load
+                for v in variants:
+                    wall, ph = v.run(lock_args[v.name])
+                    warms[v.name].append(wall)
+                    phases[v.name].append(ph)
                 res = subprocess.run(["/usr/bin/python3", "-c", APT_TIMER, json.dumps(opts), *names],
                                      check=True, capture_output=True, text=True)
                 secs, napt = res.stdout.split()
                 apts.append(float(secs))
-            for _ in range(max(1, args.repeat // 2)):
-                simulates.append(timed(["apt-get", *apt_args, "-qq", "--simulate", "install", *names]))
-            c, w, a, s = (statistics.median(x) for x in (colds, warms, apts, simulates))
-            print(f"{' '.join(names):45} {npk:5d} {c:7.3f} {w:7.3f} {a:7.3f} {s:10.3f}  "
-                  f"{a / w:7.2f}x {s / w:11.1f}x   (apt marked {napt})")
-        print("\ntimes in seconds (median); cold/warm are whole `cernvm-build lock` processes;"
-              " warm/apt > 1 means the whole lock process beats apt's resolution alone")
+                if i < max(1, args.repeat // 3):
+                    simulates.append(timed(["apt-get", *apt_args, "-qq", "--simulate", "install", *names]))
+            npk = len(read_lock(outs["launcher"]).packages)
+            a, s = statistics.median(apts), statistics.median(simulates)
+            c = statistics.median(colds["launcher"])
+            cold_before = f"   (cold before {statistics.median(colds['before']):.3f})" if colds["before"] else ""
+            w = {v.name: statistics.median(warms[v.name]) for v in variants}
+            print(f"{' '.join(names):36} {npk:5d} {c:7.3f} " + "".join(f"{w[v.name]:9.3f}" for v in variants)
+                  + f" {a:7.3f} {s:10.3f}  " + "".join(f"{a / w[v.name]:15.2f}x" for v in variants)
+                  + f"   (apt marked {napt}){cold_before}")
+            profiles[" ".join(names)] = phases
+        print("\ntimes in seconds (median); cold and the variants are whole `cernvm-build lock` processes;"
+              " apt/X > 1 means the whole lock process beats apt's resolution alone")
+        for title, phases in profiles.items():
+            print_profile(f"where the time goes (warm): {title}", phases)
     finally:
         shutil.rmtree(work, ignore_errors=True)
 

@@ -250,3 +250,47 @@ def test_check_and_show(repo, tmp_path, cache):
     assert data["lock_digest"] == "sha256:" + hashlib.sha256(out.read_bytes()).hexdigest()
     text = subprocess.run([*CLI, "show", str(out)], capture_output=True, text=True).stdout
     assert "packages:" in text and repo.key_fingerprint in text
+
+
+def _resolve_text(recipe: Path, cache: Path, *, narrow: bool, monkeypatch) -> str:
+    """The lock text (or the error) of an in-process resolution, with or without the narrowed universe."""
+    from cernvm_build.errors import CernVMBuildError
+    from cernvm_build.formats.deb import Deb
+    from cernvm_build.lock.lockfile import dumps
+    from cernvm_build.lock.recipe import load_recipe
+    from cernvm_build.lock.resolve import LockOptions, resolve
+
+    with monkeypatch.context() as m:
+        if not narrow:
+            m.setattr(Deb, "add_needed", lambda self, *args: None)     # the whole archive in libsolv
+        try:
+            return dumps(resolve(load_recipe(recipe), LockOptions(cache_dir=cache)))
+        except CernVMBuildError as exc:
+            return f"error: {exc}\n" + "\n".join(getattr(exc, "problems", None) or [])
+
+
+@pytest.mark.parametrize("names,extra", [
+    (["app", "agent", "tool"], {}),
+    (["app"], {"exclude": ["mawk"]}),
+    (["libfoo"], {"pin": {"libfoo": "1.0"}}),
+    (["libfoo"], {"pin": {"libfoo": "9.9"}}),          # error: no such version (the list of versions)
+    (["app", "rival"], {}),                             # conflict: libsolv's problems, over everything
+    (["agentt"], {}),                                   # unknown: close matches from every name
+    (["app"], {"weak": True}),                          # weak dependencies: never narrowed
+    (["awk"], {}),                                      # a virtual name
+])
+def test_narrowed_universe_gives_the_whole_archives_answer(repo, tmp_path, cache, monkeypatch, names, extra):
+    """libsolv gets only what a request reaches; answers and errors are those of the whole archive."""
+    recipe = write_recipe(tmp_path / "n.toml", repo, names, **extra)
+    whole = _resolve_text(recipe, cache, narrow=False, monkeypatch=monkeypatch)
+    assert _resolve_text(recipe, cache, narrow=True, monkeypatch=monkeypatch) == whole
+
+
+def test_narrowed_universe_loads_only_what_is_reachable(repo, tmp_path, cache):
+    from cernvm_build.lock.recipe import load_recipe
+    from cernvm_build.lock.resolve import LockOptions, _request_names, load_universe
+
+    recipe = load_recipe(write_recipe(tmp_path / "t.toml", repo, ["tool"]))
+    u, _ = load_universe(recipe, LockOptions(cache_dir=cache), _request_names(recipe))
+    assert u.narrowed
+    assert sorted(s.name for s in u.pool.solvables_iter()) == ["gawk", "mawk", "tool"]

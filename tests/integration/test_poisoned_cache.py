@@ -123,24 +123,48 @@ def test_forged_gpgv_memo_does_not_make_metadata_verified(locked, tmp_path):
     assert res.returncode == 1 and "BAD signature" in res.stderr, res.stderr
 
 
-def test_tampered_cached_index_and_solv_are_not_used(locked, tmp_path):
+def _derived_files(cache: Path) -> list[Path]:
+    """The files derived from the index: the side index (a lock reads only what its request reaches)
+    and libsolv's .solv (written when the whole universe was loaded)."""
+    return sorted((cache / "solv").glob("*.debindex")) + sorted((cache / "solv").glob("*.solv"))
+
+
+def test_tampered_cached_index_and_derived_files_are_not_used(locked, tmp_path):
     recipe, cache = locked
     store = ContentStore(cache)
     before = (tmp_path / "a.lock").read_bytes()
     lock = read_lock(tmp_path / "a.lock")
     index = store.blob(lock.repositories[0].indexes[0].sha256)
-    solv = next((cache / "solv").glob("*.solv"))
-    # a package's sha256 in the cached Packages text, and junk appended to the libsolv cache
+    derived = _derived_files(cache)
+    assert derived
+    # a package's sha256 in the cached Packages text, and junk appended to every derived file
     index.write_bytes(index.read_bytes().replace(lock.packages[0].sha256.encode(), b"0" * 64))
-    with open(solv, "ab") as f:
-        f.write(b"junk")
+    for f in derived:
+        with open(f, "ab") as out:
+            out.write(b"junk")
     res = run("lock", recipe, "-o", tmp_path / "offline.lock", "--cache", cache, "--offline")
     assert res.returncode == 1 and "changed since it was verified" in res.stderr, res.stderr
-    # online: the index is fetched and verified again, the .solv rebuilt; the same lock results
+    # online: the index is fetched and verified again, the side index rebuilt; the same lock results
     assert run("lock", recipe, "-o", tmp_path / "b.lock", "--cache", cache, "-q").returncode == 0
     assert (tmp_path / "b.lock").read_bytes() == before
-    assert not solv.read_bytes().endswith(b"junk")
+    side = [f for f in derived if f.suffix == ".debindex"]
+    assert side and not any(f.read_bytes().endswith(b"junk") for f in side)
     assert run("lock", recipe, "-o", tmp_path / "c.lock", "--cache", cache, "--offline", "-q").returncode == 0
+
+
+def test_tampered_solv_is_not_used_by_a_whole_archive_resolution(locked, tmp_path):
+    """`policy stay` and weak dependencies load the whole archive through libsolv's .solv cache: one
+    anyone else wrote (unsealed) is rebuilt from the verified index, never read."""
+    recipe, cache = locked
+    weak = tmp_path / "weak.toml"
+    weak.write_text(recipe.read_text().replace("\n[[repositories]]", "\nweak = true\n\n[[repositories]]", 1))
+    assert run("lock", weak, "-o", tmp_path / "w1.lock", "--cache", cache, "--offline", "-q").returncode == 0
+    solv = next((cache / "solv").glob("*.solv"))
+    with open(solv, "ab") as f:
+        f.write(b"junk")
+    assert run("lock", weak, "-o", tmp_path / "w2.lock", "--cache", cache, "--offline", "-q").returncode == 0
+    assert (tmp_path / "w2.lock").read_bytes() == (tmp_path / "w1.lock").read_bytes()
+    assert not solv.read_bytes().endswith(b"junk")
 
 
 def test_seals_are_bound_to_the_local_secret(tmp_path, monkeypatch):

@@ -153,3 +153,44 @@ def test_apt_parity_on_random_requests(live_cache, tmp_path):
             bad.append(f"{case}: ours-only {sorted(set(ours) - set(apt))}, apt-only {sorted(set(apt) - set(ours))}")
     print(f"{len(cases)} random requests, {len(bad)} differences")
     assert not bad, "\n".join(bad)
+
+
+def test_narrowed_universe_equals_whole_archive_on_random_requests(live_cache, tmp_path, monkeypatch):
+    """A lock loads into libsolv only what its request reaches (formats/deb/universe.py); on a fixed
+    random sample of the archive (single packages and triples, over bookworm + security + updates and
+    its Essential/required base) the lock text is the one the whole archive gives, byte for byte."""
+    import dataclasses
+    import random
+
+    from cernvm_build.errors import CernVMBuildError
+    from cernvm_build.formats.deb import Deb
+    from cernvm_build.lock.lockfile import dumps
+    from cernvm_build.lock.recipe import PackageSpec
+    from cernvm_build.lock.resolve import LockOptions, load_universe, resolve
+
+    demo = ROOT / "recipes" / "debian-bookworm-minimal.toml"
+    _lock(demo, tmp_path / "warm.lock", live_cache)
+    opts = LockOptions(cache_dir=live_cache, offline=True)
+    base = load_recipe(demo)
+    u, _ = load_universe(base, opts)
+    names = sorted({s.name for s in u.pool.solvables_iter()})
+    rng = random.Random(20261201)
+    cases = [[n] for n in rng.sample(names, 12)] + [rng.sample(names, 3) for _ in range(8)]
+
+    def text(recipe, narrow: bool) -> str:
+        with monkeypatch.context() as m:
+            if not narrow:
+                m.setattr(Deb, "add_needed", lambda self, *args: None)
+            try:
+                return dumps(resolve(recipe, opts))
+            except CernVMBuildError as exc:
+                return f"error: {exc}"
+
+    bad = []
+    for case in cases:
+        for recipe in (dataclasses.replace(base, packages=tuple(PackageSpec(n) for n in case)),
+                       dataclasses.replace(base, packages=tuple(PackageSpec(n) for n in case), essential=False,
+                                           priorities=())):
+            if text(recipe, True) != text(recipe, False):
+                bad.append(f"{case} (essential={recipe.essential})")
+    assert not bad, "\n".join(bad)

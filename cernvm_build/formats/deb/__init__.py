@@ -2,19 +2,18 @@
 
 Modules: archive (signed metadata), index (what libsolv drops: Priority, Essential, Size...), universe
 (both into libsolv), apt_choices (apt's resolution replayed), control (deb822), tree (unpack,
-dpkg database, maintainer scripts). They are imported when first needed: a warm `lock` stays light.
+dpkg database, maintainer scripts). They, and the standard modules only some commands need
+(lzma, subprocess), are imported when first needed: a warm `lock` stays light.
 """
 
 from __future__ import annotations
 
-import lzma
 from pathlib import Path
 from urllib.parse import quote
 
 from cernvm_build.errors import BootError, RecipeError
 from cernvm_build.formats import PackageFormat, lazy
 from cernvm_build.lock.recipe import Repository
-from cernvm_build.util.tools import run_tool
 
 PRIORITIES = ("required", "important", "standard", "optional", "extra")
 
@@ -37,11 +36,12 @@ class Deb(PackageFormat):
 
     load_repository = lazy("cernvm_build.formats.deb.archive", "load_deb_repository")
     add_to_universe = lazy("cernvm_build.formats.deb.universe", "add_to_universe")
+    add_needed = lazy("cernvm_build.formats.deb.universe", "add_needed")
     preferred = lazy("cernvm_build.formats.deb.apt_choices", "apt_choices")
     build_tree = lazy("cernvm_build.formats.deb.tree", "build")
 
     def download_size(self, part, s):
-        return part.side.size[s.id - part.first_id]
+        return part.side.size[part.pos(s.id)]
 
     def base_specs(self, u, recipe):
         """Every Essential: yes / Priority-in-list package (their candidates), like debootstrap."""
@@ -52,11 +52,11 @@ class Deb(PackageFormat):
 
         wanted = {PRIORITY[p] for p in recipe.priorities}
         names: set[str] = set()
-        for part in u.parts:
+        for part in u.parts:          # every entry of the index, loaded into libsolv or not
             idx = part.side
             for i in range(len(idx.flags)):
                 if (recipe.essential and idx.flags[i] & ESSENTIAL) or idx.priority[i] in wanted:
-                    names.add(u.pool.id2solvable(part.first_id + i).name)
+                    names.add(idx.package_name(i))
         return [PackageSpec(n) for n in sorted(names)]
 
     def compare_versions(self, a, b):
@@ -66,11 +66,17 @@ class Deb(PackageFormat):
         return f"pkg:deb/debian/{quote(pkg.name)}@{quote(pkg.evr, safe='')}?arch={pkg.arch}"
 
     def extract(self, package, dest):
+        from cernvm_build.util.tools import run_tool
+
         dest.mkdir(parents=True, exist_ok=True)
         run_tool(["dpkg-deb", "-x", str(package), str(dest)], error=BootError)
 
     def index_bundle(self, repo_dir: Path, record, arch: str) -> None:
         """dists/SUITE/COMPONENT/binary-ARCH/Packages(.xz) and an unsigned Release, by apt-ftparchive."""
+        import lzma
+
+        from cernvm_build.util.tools import run_tool
+
         suite = record.suite or "stable"
         comp = record.components[0] if record.components else "main"
         rel = f"dists/{suite}/{comp}/binary-{arch}"

@@ -14,60 +14,98 @@ the closure consistent but breaks its ties the way apt does.
 from __future__ import annotations
 
 import sys
-from dataclasses import dataclass, field
+from typing import NamedTuple
 
 import solv
 
-from cernvm_build.formats.deb.index import ESSENTIAL, FORCED, IMPORTANT
-from cernvm_build.formats.deb.universe import side_index
+from cernvm_build.formats.deb.index import ESSENTIAL, FORCED, IMPORTANT, DebIndex
 from cernvm_build.lock.resolve.universe import Universe
 
 _OPS = {"<": solv.REL_LT, "<=": solv.REL_LT | solv.REL_EQ, "=": solv.REL_EQ,
         ">=": solv.REL_GT | solv.REL_EQ, ">": solv.REL_GT}
 
+Alternatives = list[tuple[str, int]]            # (target name, dependency id), in field order
 
-@dataclass
+
+class Group(NamedTuple):
+    """One or-group of a dependency field."""
+
+    critical: bool                # Pre-Depends/Depends (Recommends are not)
+    alts: Alternatives
+    providers: frozenset[int]     # of every alternative: the group is satisfied once one is marked
+
+
+class Facts(NamedTuple):
+    """What apt's walk needs of one solvable, read once (every libsolv access makes a SWIG object)."""
+
+    name: str
+    index: DebIndex       # the side index of its part, and its position there
+    pos: int
+    flags: int
+    priority: int
+    order: int            # apt's package ID: first mention of the name in the index files
+
+
 class AptWalk:
-    u: Universe
-    weak: bool
-    protected: set[str] = field(default_factory=set)
-    marked: dict[str, int] = field(default_factory=dict)       # name -> solvable id
-    marked_ids: set[int] = field(default_factory=set)
-    _cand: dict[str, "solv.XSolvable | None"] = field(default_factory=dict)
-    _groups: dict[int, list[tuple[bool, list[tuple[str, "solv.Dep"]]]]] = field(default_factory=dict)
-    _order: dict[int, int] = field(default_factory=dict)
-    walked: set[str] = field(default_factory=set)
-    _deps: dict = field(default_factory=dict)
-    _prov: dict[int, list[int]] = field(default_factory=dict)
+    """apt's MarkInstall over solvable ids (names are apt's package keys)."""
+
+    def __init__(self, u: Universe, weak: bool, protected: set[str]):
+        self.u = u
+        self.pool = u.pool
+        self.weak = weak
+        self.protected = protected
+        self.marked: dict[str, int] = {}          # name -> solvable id
+        self.marked_ids: set[int] = set()
+        self.walked: set[str] = set()
+        self._cand: dict[str, int] = {}           # name -> candidate solvable id (0: none)
+        self._facts: dict[int, Facts] = {}
+        self._groups: dict[int, list[Group]] = {}
+        self._deps: dict[tuple[str, str, str], tuple[str, int]] = {}
+        self._prov: dict[int, list[int]] = {}
+        self._is_cand: dict[int, bool] = {}
+        self._sole: dict[frozenset[int], int | None] = {}
+        self._rank = {id(p): n for n, p in enumerate(u.parts)}
+
+    def facts(self, sid: int) -> Facts:
+        f = self._facts.get(sid)      # (hot: the walk asks ~10 times per solvable it meets)
+        if f is None:
+            part = self.u.part_of_id(sid)
+            idx, i = part.side, part.pos(sid)
+            f = self._facts[sid] = Facts(self.pool.id2solvable(sid).name, idx, i, idx.flags[i],
+                                         idx.priority[i], (self._rank[id(part)] << 40) + idx.name_rank[i])
+        return f
 
     # -- candidates: apt's candidate is the highest version of a name (all sources at priority 500)
-    def candidate(self, name: str) -> "solv.XSolvable | None":
-        if name in self._cand:
-            return self._cand[name]
-        pool = self.u.pool
-        best = None
+    def candidate(self, name: str) -> int:
+        best = self._cand.get(name)
+        if best is not None:
+            return best
+        pool = self.pool
+        top = None
         nid = pool.str2id(name, False)
         if nid:
             for s in pool.whatprovides(nid):
-                if s.nameid == nid and (best is None or s.evrcmp(best) > 0):
-                    best = s
-        self._cand[name] = best
+                if s.nameid == nid and (top is None or s.evrcmp(top) > 0):
+                    top = s
+        best = self._cand[name] = top.id if top is not None else 0
         return best
 
-    def is_candidate(self, s: "solv.XSolvable") -> bool:
-        c = self.candidate(s.name)
-        return c is not None and c.id == s.id
+    def is_candidate(self, sid: int) -> bool:
+        yes = self._is_cand.get(sid)
+        if yes is None:
+            yes = self._is_cand[sid] = self.candidate(self.facts(sid).name) == sid
+        return yes
 
     # -- dependencies in apt's order, from the raw control fields
-    def groups(self, s: "solv.XSolvable") -> list[tuple[bool, list[tuple[str, "solv.Dep"]]]]:
-        """[(critical, [(target name, dep), ...]), ...] for Pre-Depends, Depends (and Recommends)."""
-        cached = self._groups.get(s.id)
+    def groups(self, sid: int) -> list[Group]:
+        """The or-groups of Pre-Depends, Depends (and Recommends), in field order."""
+        cached = self._groups.get(sid)
         if cached is not None:
             return cached
         import apt_pkg
 
-        idx, i = side_index(self.u, s)
-        fields = idx.dep_fields(i)
+        f = self.facts(sid)
+        fields = f.index.dep_fields(f.pos)
         out = []
         kinds = [("Pre-Depends", True), ("Depends", True)] + ([("Recommends", False)] if self.weak else [])
         for key, critical in kinds:
@@ -75,87 +113,96 @@ class AptWalk:
             if not text:
                 continue
             for group in apt_pkg.parse_depends(text, False):
-                out.append((critical, [self._dep(name, ver, op) for name, ver, op in group]))
-        self._groups[s.id] = out
+                alts = [self._dep(name, ver, op) for name, ver, op in group]
+                out.append(Group(critical, alts, frozenset().union(*(self.providers(d) for _, d in alts))))
+        self._groups[sid] = out
         return out
 
-    def _dep(self, name: str, ver: str, op: str) -> tuple[str, "solv.Dep"]:
+    def _dep(self, name: str, ver: str, op: str) -> tuple[str, int]:
         key = (name, ver, op)
         hit = self._deps.get(key)
         if hit is None:
+            # ids straight from the pool (what pool.Dep(...).Rel(...) would make, without its objects)
             base = name.split(":", 1)[0]
-            dep = self.u.pool.Dep(base)
+            dep = self.pool.str2id(base)
             if op:
-                dep = dep.Rel(_OPS[op], self.u.pool.Dep(ver))
+                dep = self.pool.rel2id(dep, self.pool.str2id(ver), _OPS[op])
             hit = self._deps[key] = (base, dep)
         return hit
 
-    def providers(self, dep: "solv.Dep") -> list[int]:
-        ids = self._prov.get(dep.id)
+    def providers(self, dep: int) -> list[int]:
+        ids = self._prov.get(dep)
         if ids is None:
-            ids = self._prov[dep.id] = [p.id for p in self.u.pool.whatprovides(dep.id)]
+            ids = self._prov[dep] = [p.id for p in self.pool.whatprovides(dep)]
         return ids
 
-    def satisfied(self, dep: "solv.Dep") -> bool:
-        return any(p in self.marked_ids for p in self.providers(dep))
+    def satisfied(self, group: Group) -> bool:
+        """Does something marked satisfy one of the group's alternatives?"""
+        return not self.marked_ids.isdisjoint(group.providers)
 
-    def order(self, s: "solv.XSolvable") -> int:
+    def order(self, sid: int) -> int:
         """apt's package ID: the first mention of the name in the index files (later = larger)."""
-        o = self._order.get(s.id)
-        if o is None:
-            idx, i = side_index(self.u, s)
-            part = self.u.parts.index(self.u.part_of(s))
-            o = self._order[s.id] = (part << 40) + idx.name_rank[i]
-        return o
+        return self.facts(sid).order
 
-    def _sort_key(self, target: str, s: "solv.XSolvable"):
-        idx, i = side_index(self.u, s)
-        flags = idx.flags[i]
+    def _sort_key(self, target: str, sid: int) -> tuple:
+        f = self.facts(sid)
         return (
-            0 if s.name in self.protected else 1,
-            0 if s.name == target else 1,
-            0 if flags & (ESSENTIAL | FORCED) else 1,
-            0 if flags & (IMPORTANT | FORCED) else 1,
-            idx.priority[i],
-            -self.order(s),
+            0 if f.name in self.protected else 1,
+            0 if f.name == target else 1,
+            0 if f.flags & (ESSENTIAL | FORCED) else 1,
+            0 if f.flags & (IMPORTANT | FORCED) else 1,
+            f.priority,
+            -f.order,
         )
 
-    def solutions(self, alts: list[tuple[str, "solv.Dep"]]) -> list["solv.XSolvable"]:
-        result: list = []
+    def solutions(self, alts: Alternatives) -> list[int]:
+        result: list[int] = []
         for target, dep in alts:
-            vers = [p for p in self.u.pool.whatprovides(dep.id) if self.is_candidate(p)]
+            vers = [p for p in self.providers(dep) if self.is_candidate(p)]
             vers.sort(key=lambda p: self._sort_key(target, p))
             for v in vers:
-                if not result or result[-1].id != v.id:
+                if not result or result[-1] != v:
                     result.append(v)
         return result
 
-    def possible(self, alts: list[tuple[str, "solv.Dep"]]) -> set[int]:
-        pool = self.u.pool
-        return {p for _, d in alts for p in self.providers(d) if self.is_candidate(pool.id2solvable(p))}
+    def sole_candidate(self, group: Group) -> int | None:
+        """The group's only installable provider (a candidate version), if it has exactly one."""
+        key = group.providers
+        if key in self._sole:
+            return self._sole[key]
+        found = None
+        for p in key:
+            if self.is_candidate(p):
+                if found is not None:
+                    found = None
+                    break
+                found = p
+        self._sole[key] = found
+        return found
 
-    def mark_install(self, s: "solv.XSolvable", from_user: bool) -> bool:
-        protected = s.name in self.protected
-        if s.name in self.marked and not protected:
+    def mark_install(self, sid: int, from_user: bool) -> bool:
+        name = self.facts(sid).name
+        protected = name in self.protected
+        if name in self.marked and not protected:
             return True
-        if s.name in self.walked:
+        if name in self.walked:
             return True
-        self.walked.add(s.name)
-        self.marked[s.name] = s.id
-        self.marked_ids.add(s.id)
-        todo = [(crit, alts) for crit, alts in self.groups(s)
-                if protected or not any(self.satisfied(d) for _, d in alts)]
+        self.walked.add(name)
+        self.marked[name] = sid
+        self.marked_ids.add(sid)
+        todo = [g for g in self.groups(sid) if protected or not self.satisfied(g)]
         failed = False
-        for critical, alts in todo:
-            if any(self.satisfied(d) for _, d in alts):
+        for group in todo:
+            critical, alts = group.critical, group.alts
+            if self.satisfied(group):
                 # a protected package passes its protection down single-solution dependencies
                 if protected and critical:
-                    only = self.possible(alts)
-                    if len(only) == 1:
-                        p = self.u.pool.id2solvable(next(iter(only)))
-                        if p.name not in self.protected:
-                            self.protected.add(p.name)
-                            self.walked.discard(p.name)
+                    p = self.sole_candidate(group)
+                    if p is not None:
+                        pname = self.facts(p).name
+                        if pname not in self.protected:
+                            self.protected.add(pname)
+                            self.walked.discard(pname)
                             if not self.mark_install(p, False):
                                 failed = True
                 continue
@@ -163,7 +210,7 @@ class AptWalk:
             sols = self.solutions(alts)
             for cand in sols:
                 if protected and critical and len(sols) == 1:
-                    self.protected.add(cand.name)
+                    self.protected.add(self.facts(cand).name)
                 if self.mark_install(cand, False):
                     found = True
                     break
@@ -172,9 +219,9 @@ class AptWalk:
                 if not from_user and not protected:
                     break
         if failed and not from_user and not protected:
-            del self.marked[s.name]
-            self.marked_ids.discard(s.id)
-            self.walked.discard(s.name)
+            del self.marked[name]
+            self.marked_ids.discard(sid)
+            self.walked.discard(name)
             return False
         return True
 
@@ -188,7 +235,7 @@ def apt_choices(u: Universe, requested: list["solv.XSolvable"], weak: bool,
         walk.marked[s.name] = s.id
         walk.marked_ids.add(s.id)
         walk.walked.add(s.name)
-        walk._cand[s.name] = s
+        walk._cand[s.name] = s.id
     limit = sys.getrecursionlimit()
     sys.setrecursionlimit(max(limit, 20000))
     try:
@@ -197,8 +244,8 @@ def apt_choices(u: Universe, requested: list["solv.XSolvable"], weak: bool,
         for s in requested:
             walk.marked.setdefault(s.name, s.id)
             walk.marked_ids.add(s.id)
-        for s in sorted(requested, key=walk.order):
-            walk.mark_install(s, True)
+        for sid in sorted((s.id for s in requested), key=walk.order):
+            walk.mark_install(sid, True)
     finally:
         sys.setrecursionlimit(limit)
     return set(walk.marked_ids)

@@ -8,11 +8,9 @@ the middle of a fetch cannot mix two generations of metadata.
 
 from __future__ import annotations
 
-import bz2
-import gzip
 import hashlib
+import importlib
 import logging
-import lzma
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,11 +27,14 @@ from cernvm_build.util.files import atomic_path, sha256_bytes, sha256_file
 log = logging.getLogger(__name__)
 
 COMPRESSIONS = (".xz", ".gz", ".bz2", "")
-_DECOMPRESS = {".xz": lzma.open, ".gz": gzip.open, ".bz2": bz2.open}
+# the module whose open() reads each compression (imported only when an index is downloaded)
+_DECOMPRESS = {".xz": "lzma", ".gz": "gzip", ".bz2": "bz2"}
 
 
 @dataclass(frozen=True)
 class Release:
+    """The signed part of a Release file: its fields and the sha256 of every index it lists."""
+
     fields: dict[str, str]
     sha256: dict[str, tuple[str, int]]     # path below dists/SUITE -> (sha256, size)
 
@@ -161,8 +162,11 @@ def _fetch_index(repo: Repository, release: Release, base: str, store: ContentSt
                                     f"got {got}): refusing tampered or stale metadata")
             with atomic_path(target) as tmp:
                 if ext:
+                    import lzma
+
                     try:
-                        with _DECOMPRESS[ext](download) as src, open(tmp, "wb") as out:
+                        with importlib.import_module(_DECOMPRESS[ext]).open(download) as src, \
+                                open(tmp, "wb") as out:
                             while block := src.read(1 << 20):
                                 out.write(block)
                     except (OSError, EOFError, lzma.LZMAError) as exc:

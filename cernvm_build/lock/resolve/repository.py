@@ -11,6 +11,8 @@ from cernvm_build.lock.lockfile import RepositoryRecord
 
 @dataclass(frozen=True)
 class LoadedRepo:
+    """A recipe repository after loading: what the lock records of it, and its verified index files."""
+
     record: RepositoryRecord
     indexes: tuple[Path, ...]          # verified local copies (decompressed), in a stable order
     filelists: tuple[Path, ...] = ()   # file lists (rpm-md filelists.xml), when loaded

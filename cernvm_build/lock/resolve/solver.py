@@ -10,7 +10,6 @@ accepts the packages that obsolete it (formats/rpm/dnf_choices.py).
 
 from __future__ import annotations
 
-import difflib
 import logging
 from dataclasses import dataclass
 
@@ -21,6 +20,7 @@ from cernvm_build.lock.lockfile import Closure, LockedPackage, Solver, split_evr
 from cernvm_build.lock.recipe import PackageSpec, Recipe
 from cernvm_build.lock.resolve.repository import LoadedRepo
 from cernvm_build.lock.resolve.universe import Universe, libsolv_version
+from cernvm_build.util.timing import mark
 
 log = logging.getLogger(__name__)
 
@@ -38,6 +38,13 @@ class Request:
     choices: str = "libsolv"           # whose choices: the format's native tool's ("apt", "dnf") or libsolv's
     locked: tuple[int, ...] = ()       # solvable ids that must stay (update policy diverge: the base)
     erase: tuple[str, ...] = ()        # names that must not be in the closure (diverge: local removals)
+    exact_choices: bool = False        # the native tool's choices must be closed as they are, or ChoicesNotClosed
+
+
+class ChoicesNotClosed(Exception):
+    """The native tool's choices are no consistent closure as they are (a conflict, or a dependency
+    libsolv satisfies otherwise): libsolv would choose itself, which a narrowed universe must not let
+    it do, as its choices could depend on what is loaded (resolve() widens it and solves again)."""
 
 
 def _all_names(pool: "solv.Pool") -> list[str]:
@@ -59,6 +66,8 @@ def _select(u: Universe, spec: PackageSpec) -> "solv.Selection":
             versions = sorted({s.evr for s in byname.solvables()})
             raise UnknownPackageError(f"{spec}: no version of '{spec.name}' satisfies '{spec.op} "
                                       f"{spec.version}' (available: {', '.join(versions[:8])})")
+        import difflib
+
         close = difflib.get_close_matches(spec.name, _all_names(pool), n=3, cutoff=0.75)
         hint = f"; did you mean {', '.join(repr(c) for c in close)}?" if close else ""
         raise UnknownPackageError(f"unknown package '{spec.name}': no repository provides it{hint}")
@@ -113,6 +122,7 @@ def solve(u: Universe, req: Request) -> tuple[list["solv.XSolvable"], list["solv
     if considered is not None:
         pool.set_considered_list(considered)
     selections = [(spec, _select(u, spec)) for spec in req.specs]
+    mark("select")
     jobs = []
     candidates: list[list[int]] = []       # per entry: the solvables that would satisfy it (for roots)
     native = req.choices == u.format.native_choices
@@ -140,6 +150,7 @@ def solve(u: Universe, req: Request) -> tuple[list["solv.XSolvable"], list["solv
             if best:
                 requested.append(best[0])
         preferred = u.format.preferred(u, requested, req.weak, [pool.id2solvable(i) for i in req.locked])
+        mark(f"{req.choices}'s choices")
     if preferred is None:
         problems = solver.solve(jobs)
     else:
@@ -149,6 +160,8 @@ def solve(u: Universe, req: Request) -> tuple[list["solv.XSolvable"], list["solv
         problems = solver.solve(jobs + [pool.Job(solv.Job.SOLVER_INSTALL | solv.Job.SOLVER_SOLVABLE, sid)
                                         for sid in chosen])
         if problems:
+            if req.exact_choices:
+                raise ChoicesNotClosed()
             log.info("%s's choices are not a consistent closure per libsolv; using them as preferences",
                      req.choices)
             jobs += [pool.Job(solv.Job.SOLVER_FAVOR | solv.Job.SOLVER_SOLVABLE, sid) for sid in chosen]
@@ -157,8 +170,11 @@ def solve(u: Universe, req: Request) -> tuple[list["solv.XSolvable"], list["solv
         lines = describe_problems(problems)
         names = ", ".join(str(s) for s in req.specs[:5]) + (" ..." if len(req.specs) > 5 else "")
         raise ResolveError(f"no closure satisfies the request ({names}): {len(problems)} problem(s)", lines)
+    mark("libsolv solve")
     trans = solver.transaction()
     closure = sorted(trans.newsolvables(), key=lambda s: (s.name, s.arch, s.evr))
+    if req.exact_choices and {s.id for s in closure} != preferred:
+        raise ChoicesNotClosed()        # libsolv completed the choices itself
     in_closure = {s.id for s in closure}
     roots = []
     for ids in candidates:
@@ -171,6 +187,7 @@ def to_closure(recipe: Recipe, u: Universe, loaded: list[LoadedRepo], closure: l
                weak: bool, choices: str) -> Closure:
     pool = u.pool
     ids = {s.id for s in closure}
+    within: dict[int, list[tuple[int, str]]] = {}     # dependency -> its providers in the closure
     pkgs = []
     for s in closure:
         part = u.part_of(s)
@@ -182,13 +199,14 @@ def to_closure(recipe: Recipe, u: Universe, loaded: list[LoadedRepo], closure: l
                                "a package that cannot be verified")
         deps = set()
         for dep in requires_of(s, weak):
-            for p in pool.whatprovides(dep.id):
-                if p.id in ids and p.id != s.id:
-                    deps.add(p.name)
+            providers = within.get(dep.id)
+            if providers is None:
+                providers = within[dep.id] = [(p.id, p.name) for p in pool.whatprovides(dep.id) if p.id in ids]
+            deps.update(name for pid, name in providers if pid != s.id)
         epoch, version, release = split_evr(s.evr)
         pkgs.append(LockedPackage(
             name=s.name, epoch=epoch, version=version, release=release, arch=s.arch,
-            repository=part.loaded.record.name, location=location, size=u.size_of(s),
+            repository=part.loaded.record.name, location=location, size=u.format.download_size(part, s),
             sha256=checksum.hex(), depends=tuple(sorted(deps))))
     return Closure(
         name=recipe.name, flavour=recipe.flavour, arch=recipe.arch, recipe_digest=recipe.digest(),

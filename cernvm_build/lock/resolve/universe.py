@@ -9,10 +9,11 @@ from __future__ import annotations
 
 import ctypes
 import logging
+from bisect import bisect_right
 from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable, Iterable
 
 import solv
 
@@ -20,10 +21,11 @@ from cernvm_build.formats import PackageFormat
 from cernvm_build.lock.resolve.repository import LoadedRepo
 from cernvm_build.util.content_store import ContentStore
 from cernvm_build.util.files import atomic_path
+from cernvm_build.util.timing import mark
 
 log = logging.getLogger(__name__)
 
-SOLV_CACHE_FORMAT = "3"
+SOLV_CACHE_FORMAT = "4"         # 4: the Debian side index holds the name graph (formats/deb/index.py)
 
 
 @lru_cache(maxsize=1)
@@ -45,19 +47,42 @@ class RepoPart:
     solv_repo: "solv.Repo"
     first_id: int
     side: Any = None           # what the format keeps beside libsolv (Debian: formats.deb.index.DebIndex)
+    positions: Any = None      # when only some entries of the index are loaded: their positions, in order
+
+    def pos(self, sid: int) -> int:
+        """The position in the index file (and its side data) of solvable SID of this part."""
+        k = sid - self.first_id
+        return k if self.positions is None else self.positions[k]
 
 
 @dataclass
 class Universe:
+    """The libsolv pool of one resolution and, per index file, what the format keeps beside it."""
+
     pool: "solv.Pool"
     format: PackageFormat
     arch: str
     parts: list[RepoPart] = field(default_factory=list)
     unprovided_files: list[str] = field(default_factory=list)   # file dependencies nothing provides
-    _by_repo_id: dict[int, RepoPart] = field(default_factory=dict)
+    narrowed: bool = False      # only what a request reaches is loaded (formats/deb/universe.py, add_needed)
+    _starts: list[int] = field(default_factory=list)            # first solvable id of each non-empty part
+    _ranged: list[RepoPart] = field(default_factory=list)       # those parts, in the same order
+
+    def index_parts(self) -> None:
+        """Make part_of_id work: a repo's solvables are one contiguous id range (each is loaded whole,
+        one after the other), so a bisect finds the part without asking libsolv for the solvable's repo
+        (which makes a SWIG object per call, on the hot path of apt's walk)."""
+        ranged = sorted((p for p in self.parts if p.solv_repo.nsolvables), key=lambda p: p.first_id)
+        self._starts = [p.first_id for p in ranged]
+        self._ranged = ranged
+
+    def part_of_id(self, sid: int) -> RepoPart:
+        part = self._ranged[bisect_right(self._starts, sid) - 1]
+        assert part.first_id <= sid < part.first_id + part.solv_repo.nsolvables
+        return part
 
     def part_of(self, s: "solv.XSolvable") -> RepoPart:
-        return self._by_repo_id[s.repo.id]
+        return self.part_of_id(s.id)
 
     @property
     def flavour(self) -> str:
@@ -97,16 +122,29 @@ def write_solv(repo: "solv.Repo", path: Path) -> None:
         out.close()
 
 
-def open_universe(fmt: PackageFormat, arch: str, loaded: list[LoadedRepo], store: ContentStore) -> Universe:
-    """Build the pool: repositories in recipe order, which keeps every later choice deterministic."""
+def open_universe(fmt: PackageFormat, arch: str, loaded: list[LoadedRepo], store: ContentStore,
+                  needed: Callable[[Universe], Iterable[str]] | None = None) -> Universe:
+    """Build the pool: repositories in recipe order, which keeps every later choice deterministic.
+    With NEEDED (the names a request asks for, given the universe's side data), a format that can
+    loads only what those names reach (u.narrowed); the others load everything."""
     u = Universe(new_pool(fmt, arch), fmt, arch)
-    for lr in loaded:
-        u.parts += fmt.add_to_universe(u, lr, store)
-    for part in u.parts:
-        u._by_repo_id[part.solv_repo.id] = part
+    parts = fmt.add_needed(u, loaded, store, needed) if needed is not None else None
+    if parts is not None:
+        u.parts, u.narrowed = parts, True
+    else:
+        for lr in loaded:
+            u.parts += fmt.add_to_universe(u, lr, store)
+    u.index_parts()
+    mark("load .solv and side tables")
+    if not fmt.file_dependencies:
+        # no dependency of this format names a file (Debian): nothing for libsolv to look up
+        u.pool.createwhatprovides()
+        mark("whatprovides")
+        return u
     needed = u.pool.addfileprovides_queue()
     u.pool.createwhatprovides()
     # rpm-md primary.xml lists only files under */bin/ and /etc/: a dependency on another path has
     # no provider until filelists are loaded (resolve.load_universe decides on that).
     u.unprovided_files = sorted(u.pool.id2str(i) for i in needed if not u.pool.whatprovides(i))
+    mark("whatprovides")
     return u
