@@ -1,9 +1,13 @@
-"""Content-addressed object store (`data/XX/...`): zlib compression, SHA-1 over the stored bytes, chunks.
+"""Content-addressed object store (`data/XX/...`): deflate, SHA-1 over the stored bytes, chunks.
 
 CernVM-FS names an object by the hash of its *compressed* bytes (the client hashes what it downloads),
 so compression and hashing happen together here. Objects are immutable: they are written once to a
 scratch file in `data/txn/` and renamed into place, so a reader (or a killed publisher) never sees a
 half-written object under its final name.
+
+Data objects are deflated by the repository's pinned compressor (compression.py), except files that deflate
+does not shrink by RAW_SAVING (already-compressed files): those are stored as they are and their catalog
+entry says so (compression field = 1, "none"), which every CernVM-FS client honours.
 """
 
 from __future__ import annotations
@@ -15,6 +19,7 @@ import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from cernvm_build.cvmfs.compression import Compressor
 from cernvm_build.errors import CvmfsError, CvmfsIntegrityError
 
 # Object suffixes (type hints appended to the object's file name).
@@ -28,13 +33,18 @@ KNOWN_SUFFIXES = frozenset("CHXMPL")
 
 DIGEST_SIZE = 20  # SHA-1, the only content hash this writer produces
 DEFAULT_CHUNK_SIZE = 8 << 20  # files larger than this are cut into fixed pieces of this size
-DEFAULT_LEVEL = 4  # 3x faster than zlib's default 6 on binaries for ~3 % more bytes; 6 = cvmfs_server
 # zlib's Z_DEFAULT_COMPRESSION (= 6): the reference stratum-1 replication (cvmfs_swissknife pull) inflates the
 # certificate and meta-info objects and deflates them again at this level, storing the result under the
 # manifest's hash. Written at any other level, a replica's copy would no longer match X (or M).
 REFERENCE_LEVEL = 6
 RECOMPRESSED_SUFFIXES = frozenset("XM")  # objects the reference replication re-compresses
 READ_BLOCK = 1 << 20
+# A file is stored uncompressed when deflate saves less than this fraction of its bytes: judged on the whole
+# file up to SAMPLE_WHOLE bytes, else on three SAMPLE_WINDOW windows (start, middle, end) compressed alone.
+# A function of the content and the pinned compressor only, so the same tree still gives the same objects.
+RAW_SAVING = 0.03
+SAMPLE_WHOLE = 256 << 10
+SAMPLE_WINDOW = 32 << 10
 
 EMPTY_OBJECT = zlib.compress(b"")
 EMPTY_HASH = hashlib.sha1(EMPTY_OBJECT).hexdigest()
@@ -91,6 +101,7 @@ class FileContent:
     size: int
     hash: str | None
     chunks: tuple[Chunk, ...] = ()
+    compressed: bool = True  # False: the object(s) hold the file's bytes as they are
 
     @property
     def chunked(self) -> bool:
@@ -123,12 +134,12 @@ class StoreStats:
 class ObjectStore:
     """The `data/` directory of a stratum-0 repository on the local file system (writer side)."""
 
-    def __init__(self, repo: str | os.PathLike, level: int = DEFAULT_LEVEL,
+    def __init__(self, repo: str | os.PathLike, compressor: Compressor | None = None,
                  chunk_size: int = DEFAULT_CHUNK_SIZE):
         self.root = Path(repo)
         self.data = self.root / "data"
         self.txn = self.data / "txn"
-        self.level = level
+        self.compressor = compressor or Compressor("zlib", REFERENCE_LEVEL)
         self.chunk_size = chunk_size
         self.stats = StoreStats()
         self.new_paths: list[Path] = []  # objects written by this store, for flush()
@@ -194,10 +205,38 @@ class ObjectStore:
     def put(self, data: bytes, suffix: str = "") -> str:
         """Compress DATA and store it; return the hex digest of the compressed bytes.
 
-        Certificates and meta-info are always compressed at zlib's default level (REFERENCE_LEVEL) so that
-        a reference replica re-compressing them stores the very same bytes; everything else uses self.level."""
-        level = REFERENCE_LEVEL if suffix in RECOMPRESSED_SUFFIXES else self.level
-        return self.put_blob(zlib.compress(data, level), suffix)
+        Certificates and meta-info are always compressed by zlib at its default level (REFERENCE_LEVEL) so
+        that a reference replica re-compressing them stores the very same bytes; everything else uses the
+        store's (the repository's pinned) compressor."""
+        if suffix in RECOMPRESSED_SUFFIXES:
+            return self.put_blob(zlib.compress(data, REFERENCE_LEVEL), suffix)
+        return self.put_blob(self.compressor.compress(data), suffix)
+
+    def _pays(self, compressed_len: int, raw_len: int) -> bool:
+        return compressed_len < raw_len * (1 - RAW_SAVING)
+
+    def _windows_pay(self, read_at, size: int) -> bool:
+        """Whether deflate pays on a large file, judged on three windows (start, middle, end)."""
+        w = SAMPLE_WINDOW
+        raw = packed = 0
+        for off in (0, max(0, size // 2 - w // 2), max(0, size - w)):
+            piece = read_at(off, w)
+            raw += len(piece)
+            packed += len(self.compressor.compress(piece))
+        return self._pays(packed, raw)
+
+    def _put_file_data(self, data: bytes, suffix: str = "", compress: bool | None = None) -> tuple[str, bool]:
+        """Store one whole file (or one chunk, COMPRESS decided for the whole file): (hash, compressed)."""
+        if not data:
+            return self.put_blob(EMPTY_OBJECT, suffix), True  # the reference's empty object, always deflated
+        if compress is None and len(data) > SAMPLE_WHOLE:
+            compress = self._windows_pay(lambda off, n: data[off:off + n], len(data))
+        if compress is False:
+            return self.put_blob(data, suffix), False
+        packed = self.compressor.compress(data)
+        if compress is None and not self._pays(len(packed), len(data)):
+            return self.put_blob(data, suffix), False
+        return self.put_blob(packed, suffix), True
 
     def get(self, hexdigest: str, suffix: str = "") -> bytes:
         """Read, verify and inflate one object (used by the publisher to read its own previous state)."""
@@ -212,12 +251,14 @@ class ObjectStore:
     def ingest_bytes(self, data: bytes) -> FileContent:
         """Store file content held in memory (virtual files such as the closure lock)."""
         if len(data) <= self.chunk_size:
-            return FileContent(len(data), self.put(data))
+            h, packed = self._put_file_data(data)
+            return FileContent(len(data), h, compressed=packed)
+        compress = self._windows_pay(lambda off, n: data[off:off + n], len(data))
         chunks = []
         for off in range(0, len(data), self.chunk_size):
             piece = data[off:off + self.chunk_size]
-            chunks.append(Chunk(off, len(piece), self.put(piece, SUFFIX_PARTIAL)))
-        return FileContent(len(data), None, tuple(chunks))
+            chunks.append(Chunk(off, len(piece), self._put_file_data(piece, SUFFIX_PARTIAL, compress)[0]))
+        return FileContent(len(data), None, tuple(chunks), compress)
 
     def ingest_file(self, path: str | os.PathLike) -> FileContent:
         """Store a regular file: one object, or fixed-size `P` chunks when larger than chunk_size.
@@ -230,7 +271,10 @@ class ObjectStore:
                 first = f.read(self.chunk_size + 1)
                 if len(first) <= self.chunk_size:
                     self.stats.count_read(len(first))
-                    return FileContent(len(first), self.put(first))
+                    h, packed = self._put_file_data(first)
+                    return FileContent(len(first), h, compressed=packed)
+                fd = f.fileno()
+                compress = self._windows_pay(lambda off, n: os.pread(fd, n, off), os.fstat(fd).st_size)
                 chunks = []
                 offset = 0
                 buf = first
@@ -240,9 +284,10 @@ class ObjectStore:
                     piece, buf = buf[:self.chunk_size], buf[self.chunk_size:]
                     if not piece:
                         break
-                    chunks.append(Chunk(offset, len(piece), self.put(piece, SUFFIX_PARTIAL)))
+                    chunks.append(Chunk(offset, len(piece),
+                                        self._put_file_data(piece, SUFFIX_PARTIAL, compress)[0]))
                     offset += len(piece)
                 self.stats.count_read(offset)
-                return FileContent(offset, None, tuple(chunks))
+                return FileContent(offset, None, tuple(chunks), compress)
         except OSError as exc:
             raise CvmfsError(f"cannot read {path}: {exc.strerror}") from exc

@@ -22,9 +22,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterator
 
+from cernvm_build.cvmfs import compression as comp
 from cernvm_build.cvmfs import objects as obj
 from cernvm_build.cvmfs import reflog as rl
 from cernvm_build.cvmfs.catalog import (
+    FLAG_COMPRESSION_SHIFT,
+    FLAG_COMPRESSION_MASK,
     FLAG_DIR,
     FLAG_DIR_NESTED_MOUNTPOINT,
     FLAG_DIR_NESTED_ROOT,
@@ -66,7 +69,10 @@ class PublishOptions:
     max_catalog_entries: int = 100_000  # auto-split a catalog above this many entries ...
     min_catalog_entries: int = 1_000  # ... by moving subtrees at least this big into nested catalogs
     chunk_size: int = obj.DEFAULT_CHUNK_SIZE
-    compression_level: int = obj.DEFAULT_LEVEL
+    # NAME[:LEVEL] (compression.py); None: the repository's pinned one. Another than the pin needs repin_compression,
+    # which then re-compresses every file (as into a fresh repository) and pins the new one.
+    compressor: str | None = None
+    repin_compression: bool = False
     workers: int = 0  # 0: one per core
     wait: float = 0.0  # seconds to wait for a concurrent publisher
     xattrs: bool = True
@@ -94,6 +100,7 @@ class PublishResult:
     entries: int = 0
     seconds: float = 0.0
     whitelist_renewed: bool = False
+    compressor: str = ""  # the pinned compressor the revision was written with
     phases: dict[str, float] = field(default_factory=dict)  # seconds per stage, for benchmarks and -v
 
 
@@ -356,6 +363,7 @@ class PrevState:
     catalogs: dict[str, PrevCatalog] = field(default_factory=dict)
     files: dict[str, Entry] = field(default_factory=dict)
     certificate_pem: bytes = b""
+    pin: tuple[str, str] | None = None  # (compressor spec, probe) from the root catalog; None before pins
 
 
 def load_state(repo: Path) -> PrevState:
@@ -367,6 +375,8 @@ def load_state(repo: Path) -> PrevState:
             nested = info.reader.nested()
             # the root catalog is rewritten on every publish: only nested ones need a content digest
             digest = content_digest(entries, nested) if info.path else ""
+            if not info.path:
+                state.pin = comp.pinned(info.reader.properties)
             state.catalogs[info.path] = PrevCatalog(
                 info.hash, info.reader.file_size, info.reader.revision, digest,
                 Counters.from_rows(info.reader.statistics()))
@@ -383,9 +393,10 @@ class _CatalogBuilder:
     """Turns the partitioned tree into catalogs, children first, reusing unchanged ones."""
 
     def __init__(self, store: obj.ObjectStore, prev: dict[str, PrevCatalog], now: int, root_revision: int,
-                 ttl: int, result: PublishResult):
+                 ttl: int, result: PublishResult, root_properties: dict[str, str] | None = None):
         self.store, self.prev, self.now, self.root_revision = store, prev, now, root_revision
         self.ttl, self.result = ttl, result
+        self.root_properties = root_properties or {}  # the compressor pin
         self.catalog_hashes: list[str] = []  # every catalog of the new revision (reflog), written or reused
 
     @staticmethod
@@ -404,6 +415,8 @@ class _CatalogBuilder:
             if c.chunked:
                 e.flags |= FLAG_FILE_CHUNK
                 e.chunks = c.chunks
+            if not c.compressed:
+                e.flags |= 1 << FLAG_COMPRESSION_SHIFT  # compression "none": the object is the file's bytes
             e.hash = c.hash
         elif stat.S_ISLNK(n.mode):
             e.flags |= FLAG_LINK
@@ -459,6 +472,7 @@ class _CatalogBuilder:
         else:
             props["revision"] = str(self.root_revision)
             props["TTL"] = str(self.ttl)
+            props.update(self.root_properties)
         if prev is not None:
             props["previous_revision"] = prev.hash
         tmp = self.store.txn / f"catalog.{os.getpid()}.db"
@@ -488,10 +502,11 @@ def _store_contents(root: Node, store: obj.ObjectStore, prev_files: dict[str, En
             result.files += 1
             p = prev_files.get(c.path)
             if (c.data is None and p is not None and p.size == c.size and p.mtime == c.mtime
-                    and p.mtimens == c.mtimens and p.mode == c.mode and p.compressed
+                    and p.mtimens == c.mtimens and p.mode == c.mode
+                    and (p.flags & FLAG_COMPRESSION_MASK) >> FLAG_COMPRESSION_SHIFT in (0, 1)
                     and (p.hash is not None or p.chunks)):
                 c.content = obj.FileContent(p.size, None if p.is_chunked else p.hash,
-                                            p.chunks if p.is_chunked else ())
+                                            p.chunks if p.is_chunked else (), p.compressed)
                 continue
             key = c.inode if (c.nlink > 1 and c.data is None) else id(c)
             todo.setdefault(key, []).append(c)
@@ -585,10 +600,12 @@ def commit_revision(repo: Path, store: obj.ObjectStore, keys: RepoKeys, root_has
 
 
 def init_repository(repo: str | os.PathLike, fqrn: str, keydir: str | os.PathLike, *,
-                    whitelist_days: int = 30, ttl: int = DEFAULT_TTL) -> Manifest:
-    """A new stratum-0 directory with keys, whitelist and an empty revision 1 (tag trunk)."""
+                    whitelist_days: int = 30, ttl: int = DEFAULT_TTL, compressor: str | None = None) -> Manifest:
+    """A new stratum-0 directory with keys, whitelist and an empty revision 1 (tag trunk), pinned to
+    COMPRESSOR (NAME[:LEVEL], default compression.DEFAULT) for every later publish."""
     repo, keydir = Path(repo), Path(keydir)
     check_fqrn(fqrn)
+    compressor_ = comp.load(compressor or comp.DEFAULT)
     check_outside(keydir, repo)
     if repo.exists() and (not repo.is_dir() or any(repo.iterdir())):
         raise CvmfsError(f"{repo} already exists and is not an empty directory")
@@ -597,17 +614,17 @@ def init_repository(repo: str | os.PathLike, fqrn: str, keydir: str | os.PathLik
     if repo.exists():
         repo.rmdir()  # empty: replaced atomically below
     with atomic_dir(repo) as tmp:  # a failed init leaves nothing behind under DIR
-        store = obj.ObjectStore(tmp)
+        store = obj.ObjectStore(tmp, compressor_)
         store.create_layout()
         (tmp / ".cvmfs_master_replica").touch()
-        store.put(b"")  # the empty object: every empty file and .cvmfscatalog marker points at it
+        store.put_blob(obj.EMPTY_OBJECT)  # the empty object: every empty file and .cvmfscatalog marker points at it
         # The empty revision 1 is dated SOURCE_DATE_EPOCH or else 0, not the clock: the first snapshot's
         # root catalog names it as previous_revision, so a clock here would make that snapshot's root
         # hash depend on when the repository was created rather than only on its content and date.
         empty_date = source_date_epoch(default=0)
         root = Node(path="", mode=stat.S_IFDIR | 0o755, size=DIR_SIZE, mtime=empty_date, children=[])
         result = PublishResult(fqrn, 1, "", 0, TRUNK)
-        h, size, _ = _CatalogBuilder(store, {}, empty_date, 1, ttl, result).build(root)
+        h, size, _ = _CatalogBuilder(store, {}, empty_date, 1, ttl, result, compressor_.pin()).build(root)
         _write_whitelist(tmp, keys, whitelist_days)
         tags = advance([], Tag(TRUNK, h, 1, now, "", size))
         manifest = commit_revision(tmp, store, keys, h, size, 1, tags, None, now, ttl, durable=True, catalogs=[h])
@@ -654,6 +671,10 @@ def publish(tree: str | os.PathLike, repo: str | os.PathLike, keydir: str | os.P
             mark = now_m
 
         prev = load_state(repo)
+        compressor, reuse = comp.resolve(prev.pin, opts.compressor, opts.repin_compression, str(repo))
+        if not reuse:
+            log.info("%s: every file is compressed anew with %s (%s)", repo, compressor.spec,
+                     "re-pinned" if prev.pin else "first publish with a pinned compressor")
         fqrn = prev.manifest.fqrn
         keys = load_keys(keydir, fqrn)
         now = revision_time(lock_data)
@@ -680,12 +701,13 @@ def publish(tree: str | os.PathLike, repo: str | os.PathLike, keydir: str | os.P
             add_lock_file(root, lock_data, now, signature)
         partition(root, opts.max_catalog_entries, opts.min_catalog_entries)
         phase("scan tree")
-        store = obj.ObjectStore(repo, level=opts.compression_level, chunk_size=opts.chunk_size)
-        store.put(b"")
-        _store_contents(root, store, prev.files, opts.workers or os.cpu_count() or 1, result)
+        result.compressor = compressor.spec
+        store = obj.ObjectStore(repo, compressor, chunk_size=opts.chunk_size)
+        store.put_blob(obj.EMPTY_OBJECT)
+        _store_contents(root, store, prev.files if reuse else {}, opts.workers or os.cpu_count() or 1, result)
         phase("store file objects")
         _fault("objects")
-        builder = _CatalogBuilder(store, prev.catalogs, now, revision, opts.ttl, result)
+        builder = _CatalogBuilder(store, prev.catalogs, now, revision, opts.ttl, result, compressor.pin())
         root_hash, root_size, _ = builder.build(root)
         phase("write catalogs")
         tags = advance(prev.tags, Tag(tag, root_hash, revision, now, description, root_size))
