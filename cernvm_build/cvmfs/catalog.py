@@ -66,6 +66,7 @@ _SCHEMA_SQL = [
 
 
 @functools.lru_cache(maxsize=1 << 18)
+@functools.lru_cache(maxsize=1 << 16)  # parents are asked for once per child, paths twice per publish
 def md5_pair(path: str) -> tuple[int, int]:
     """Split MD5 of an absolute repository path into the two signed little-endian int64 columns."""
     return struct.unpack("<qq", hashlib.md5(path.encode("utf-8", "surrogateescape")).digest())
@@ -337,7 +338,7 @@ class CatalogReader:
         except sqlite3.DatabaseError:
             return {}
 
-    def all_entries(self) -> list[Entry]:
+    def all_entries(self, ordered: bool = True) -> list[Entry]:
         """Every row with its full path (root entry first), in one table scan.
 
         Paths are rebuilt from the parent hashes, so rows that cannot be reached from the catalog's root
@@ -378,7 +379,8 @@ class CatalogReader:
             if e.is_chunked:
                 e.chunks = tuple(chunks.get(key, ()))
             out.append(e)
-        out.sort(key=lambda e: (e.path != self.root_prefix, e.path.encode("utf-8", "surrogateescape")))
+        if ordered:
+            out.sort(key=lambda e: (e.path != self.root_prefix, e.path.encode("utf-8", "surrogateescape")))
         return out
 
     def row_count(self) -> int:

@@ -158,7 +158,7 @@ def repository_lock(repo: Path, wait: float = 0.0) -> Iterator[None]:
 
 
 # ------------------------------------------------------------------------------------------------- tree scan
-@dataclass(eq=False)
+@dataclass(eq=False, slots=True)
 class Node:
     path: str  # absolute in the repository, "" for the root
     mode: int
@@ -371,7 +371,7 @@ def load_state(repo: Path) -> PrevState:
     with Repository(LocalSource(repo), check_whitelist=False) as r:
         state = PrevState(manifest=r.manifest, tags=r.tags())
         for info in r.catalogs():
-            entries = info.reader.all_entries()
+            entries = info.reader.all_entries(ordered=False)  # content_digest sorts by itself
             nested = info.reader.nested()
             # the root catalog is rewritten on every publish: only nested ones need a content digest
             digest = content_digest(entries, nested) if info.path else ""

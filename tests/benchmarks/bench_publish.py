@@ -47,10 +47,13 @@ KNOWN_SWISSKNIFE = "/work/ref-cvmfs/build/cvmfs/cvmfs_swissknife"
 CHILD = """
 import json, sys, time
 sys.path.insert(0, {root!r})
-from cernvm_build.cvmfs.publish import PublishOptions, publish
+from cernvm_build.cvmfs.publish import PublishOptions, init_repository, publish
+if {level}:  # a checkout from before compressor pins (--baseline): zlib at a level, fresh repository
+    init_repository({repo!r}, "{fqrn}", {keys!r})
 t = time.perf_counter()
-r = publish({tree!r}, {repo!r}, {keys!r}, PublishOptions(tag="full", workers={workers}))
-print(json.dumps({{"inside": time.perf_counter() - t, "phases": r.phases, "compressor": r.compressor}}))
+r = publish({tree!r}, {repo!r}, {keys!r}, PublishOptions(tag="full", workers={workers},
+            **({{"compression_level": {level}}} if {level} else {{}})))
+print(json.dumps({{"inside": time.perf_counter() - t, "phases": r.phases}}))
 """
 
 
@@ -125,6 +128,9 @@ def main() -> int:
     ap.add_argument("--reference", help=f"cvmfs_swissknife (default $CVMFS_SWISSKNIFE or {KNOWN_SWISSKNIFE})")
     ap.add_argument("--workers", type=int, default=0, help="our worker threads (0: one per core)")
     ap.add_argument("--skip-others", action="store_true", help="skip ostree and mksquashfs")
+    ap.add_argument("--baseline", action="append", default=[], metavar="CHECKOUT:LEVEL",
+                    help="also time another checkout of cernvm-build from before compressor pins at this zlib "
+                         "level (before/after figures in one run), e.g. /work/main:4")
     args = ap.parse_args()
     compare = args.compare if args.compare is not None else ["zlib:6"]
     sources = args.source or DEFAULT_SOURCES
@@ -153,9 +159,15 @@ def main() -> int:
             os.sync()  # no run pays for the previous one's dirty pages
             return repo, objects_bytes(repo)
 
-        def ours(spec: str) -> dict:
-            repo, before = fresh_repo("ours", spec)
-            code = CHILD.format(root=str(ROOT), tree=str(tree), repo=str(repo), keys=str(keys), workers=args.workers)
+        def ours(spec: str, checkout: Path = ROOT, level: int = 0) -> dict:
+            if level:
+                repo, before = work / "ours", 0
+                shutil.rmtree(repo, ignore_errors=True)
+                os.sync()
+            else:
+                repo, before = fresh_repo("ours", spec)
+            code = CHILD.format(root=str(checkout), tree=str(tree), repo=str(repo), keys=str(keys),
+                                workers=args.workers, level=level, fqrn=FQRN)
             wall, cpu, rss, out = run_measured([sys.executable, "-c", code])
             info = json.loads(out.strip().splitlines()[-1])
             return dict(wall=wall, cpu=cpu, rss=rss, inside=info["inside"], out=objects_bytes(repo) - before,
@@ -184,6 +196,9 @@ def main() -> int:
         kinds[f"ours ({args.compressor})"] = lambda: ours(args.compressor)
         for spec in compare:
             kinds[f"ours ({spec})"] = lambda spec=spec: ours(spec)
+        for b in args.baseline:
+            checkout, _, level = b.rpartition(":")
+            kinds[f"before (zlib:{level})"] = lambda c=checkout, lv=int(level): ours("", Path(c), lv)
         runs: dict[str, list[dict]] = {k: [] for k in kinds}
         for i in range(args.rounds):
             for name, fn in kinds.items():
