@@ -383,5 +383,22 @@ class CatalogReader:
             out.sort(key=lambda e: (e.path != self.root_prefix, e.path.encode("utf-8", "surrogateescape")))
         return out
 
+    def file_stats(self) -> dict[tuple[int, int], tuple]:
+        """Every regular file's row, for the publisher's stat cache, in one lean scan (no paths rebuilt):
+        (md5path_1, md5path_2) -> (size, mtime, mtimens, mode, flags, hex hash or None, chunks)."""
+        chunks: dict[tuple[int, int], list[Chunk]] = {}
+        for p1, p2, o, sz, h in self.db.execute(
+                "SELECT md5path_1, md5path_2, offset, size, hash FROM chunks ORDER BY offset"):
+            chunks.setdefault((p1, p2), []).append(Chunk(o, sz, h.hex()))
+        out = {}
+        cols = "md5path_1, md5path_2, size, mtime, " + ("mtimens" if "mtimens" in self._select.split(", ")
+                                                        else "NULL") + ", mode, flags, hash"
+        for p1, p2, size, mtime, mtimens, mode, flags, raw in self.db.execute(
+                f"SELECT {cols} FROM catalog WHERE flags & {FLAG_FILE} AND NOT flags & {FLAG_LINK | FLAG_FILE_SPECIAL}"):
+            key = (p1, p2)
+            out[key] = (size or 0, mtime or 0, mtimens, mode, flags, raw.hex() if raw else None,
+                        tuple(chunks.get(key, ())) if flags & FLAG_FILE_CHUNK else ())
+        return out
+
     def row_count(self) -> int:
         return self.db.execute("SELECT count(*) FROM catalog").fetchone()[0]

@@ -41,6 +41,7 @@ from cernvm_build.cvmfs.catalog import (
     Entry,
     NestedRef,
     content_digest,
+    md5_pair,
     serialize_xattrs,
     write_catalog,
 )
@@ -57,6 +58,7 @@ LOCK_TREE_PATH = "/.cernvm/closure.lock.toml"
 SIGNATURE_TREE_PATH = LOCK_TREE_PATH + ".sigstore.json"  # the lock's signature bundle, beside it
 CATALOG_MARKER = ".cvmfscatalog"
 FAULT_ENV = "CERNVM_BUILD_CVMFS_FAULT"  # test hook: SIGKILL ourselves at a named stage
+DIGEST_PROPERTY = "cernvm_content_digest"  # nested catalogs: content_digest() of their rows, read back by load_state
 DIR_SIZE = 4096  # directories' st_size depends on the file system's history; store the usual constant
 
 
@@ -361,7 +363,8 @@ class PrevState:
     manifest: Manifest
     tags: list[Tag]
     catalogs: dict[str, PrevCatalog] = field(default_factory=dict)
-    files: dict[str, Entry] = field(default_factory=dict)
+    # stat cache: md5 path pair -> (size, mtime, mtimens, mode, flags, hash, chunks) of every regular file
+    files: dict[tuple[int, int], tuple] = field(default_factory=dict)
     certificate_pem: bytes = b""
     pin: tuple[str, str] | None = None  # (compressor spec, probe) from the root catalog; None before pins
 
@@ -371,18 +374,18 @@ def load_state(repo: Path) -> PrevState:
     with Repository(LocalSource(repo), check_whitelist=False) as r:
         state = PrevState(manifest=r.manifest, tags=r.tags())
         for info in r.catalogs():
-            entries = info.reader.all_entries(ordered=False)  # content_digest sorts by itself
-            nested = info.reader.nested()
-            # the root catalog is rewritten on every publish: only nested ones need a content digest
-            digest = content_digest(entries, nested) if info.path else ""
-            if not info.path:
+            # the root catalog is rewritten on every publish: only nested ones need a content digest, which
+            # the publisher records in their properties (computed here for catalogs from before it did)
+            digest = ""
+            if info.path:
+                digest = info.reader.properties.get(DIGEST_PROPERTY) or content_digest(
+                    info.reader.all_entries(ordered=False), info.reader.nested())
+            else:
                 state.pin = comp.pinned(info.reader.properties)
             state.catalogs[info.path] = PrevCatalog(
                 info.hash, info.reader.file_size, info.reader.revision, digest,
                 Counters.from_rows(info.reader.statistics()))
-            for e in entries:
-                if e.is_regular:
-                    state.files[e.path] = e
+            state.files.update(info.reader.file_stats())
         from cryptography.hazmat.primitives import serialization
         state.certificate_pem = r.certificate.public_bytes(serialization.Encoding.PEM)
     return state
@@ -462,12 +465,14 @@ class _CatalogBuilder:
         self.result.catalogs += 1
         self.result.entries += len(entries)
         prev = self.prev.get(top.path)
-        if top.path and prev is not None and prev.digest == content_digest(entries, nested):
+        digest = content_digest(entries, nested) if top.path else ""
+        if top.path and prev is not None and prev.digest == digest:
             self.catalog_hashes.append(prev.hash)
             return prev.hash, prev.size, prev.counters
         props = {"schema": SCHEMA, "schema_revision": str(SCHEMA_REVISION), "last_modified": str(self.now)}
         if top.path:
             props["root_prefix"] = top.path
+            props[DIGEST_PROPERTY] = digest
             props["revision"] = str(prev.revision + 1 if prev else 1)
         else:
             props["revision"] = str(self.root_revision)
@@ -485,7 +490,7 @@ class _CatalogBuilder:
         return h, len(data), counters
 
 
-def _store_contents(root: Node, store: obj.ObjectStore, prev_files: dict[str, Entry], workers: int,
+def _store_contents(root: Node, store: obj.ObjectStore, prev_files: dict[tuple[int, int], tuple], workers: int,
                     result: PublishResult) -> None:
     """Give every regular file its FileContent: from the previous revision when size, mtime and mode are
     unchanged (no read), else by compressing and hashing it in a thread pool (zlib/hashlib drop the GIL)."""
@@ -500,14 +505,15 @@ def _store_contents(root: Node, store: obj.ObjectStore, prev_files: dict[str, En
             if not c.is_regular:
                 continue
             result.files += 1
-            p = prev_files.get(c.path)
-            if (c.data is None and p is not None and p.size == c.size and p.mtime == c.mtime
-                    and p.mtimens == c.mtimens and p.mode == c.mode
-                    and (p.flags & FLAG_COMPRESSION_MASK) >> FLAG_COMPRESSION_SHIFT in (0, 1)
-                    and (p.hash is not None or p.chunks)):
-                c.content = obj.FileContent(p.size, None if p.is_chunked else p.hash,
-                                            p.chunks if p.is_chunked else (), p.compressed)
-                continue
+            p = prev_files.get(md5_pair(c.path)) if c.data is None else None
+            if p is not None:
+                size, mtime, mtimens, mode, flags, h, chunks = p
+                algo = (flags & FLAG_COMPRESSION_MASK) >> FLAG_COMPRESSION_SHIFT
+                if (size == c.size and mtime == c.mtime and mtimens == c.mtimens and mode == c.mode
+                        and algo in (0, 1) and (h is not None or chunks)):
+                    chunked = bool(flags & FLAG_FILE_CHUNK)
+                    c.content = obj.FileContent(size, None if chunked else h, chunks if chunked else (), algo == 0)
+                    continue
             key = c.inode if (c.nlink > 1 and c.data is None) else id(c)
             todo.setdefault(key, []).append(c)
 
