@@ -199,6 +199,8 @@ def _read_xattrs(src: str) -> bytes | None:
         names = os.listxattr(src, follow_symlinks=False)
     except OSError:
         return None
+    if not names:
+        return None  # what serialize_xattrs({}) gives
     attrs = {}
     for name in sorted(names):
         try:
