@@ -220,6 +220,9 @@ def main() -> int:
             main_k = f"ours ({args.compressor})"
             per = [r["wall"] / o["wall"] for r, o in zip(runs[anchor], runs[main_k])]
             print(f"per-round speed-up of {main_k} vs the reference: " + ", ".join(f"{x:.2f}x" for x in per))
+            cpu = [r["cpu"] / o["cpu"] for r, o in zip(runs[anchor], runs[main_k])]
+            print(f"per-round CPU-seconds ratio (reference / {main_k}), robust on a shared machine: "
+                  + ", ".join(f"{x:.2f}x" for x in cpu))
 
         full = med[f"ours ({args.compressor})"]
         results: dict[str, float] = {}
