@@ -150,8 +150,10 @@ class StoreStats:
 class ObjectStore:
     """The `data/` directory of a stratum-0 repository on the local file system (writer side)."""
 
+    WRITE_BUDGET = 64 << 20  # bytes handed to the writer threads and not yet on disk
+
     def __init__(self, repo: str | os.PathLike, compressor: Compressor | None = None,
-                 chunk_size: int = DEFAULT_CHUNK_SIZE):
+                 chunk_size: int = DEFAULT_CHUNK_SIZE, writers: int = 0):
         self.root = Path(repo)
         self.data = self.root / "data"
         self.txn = self.data / "txn"
@@ -162,6 +164,15 @@ class ObjectStore:
         self.new_paths: list[str] = []  # objects written by this store, for flush()
         self._claimed: set[str] = set()  # names being or already written by this store's threads
         self._claim_lock = threading.Lock()
+        # WRITERS > 0: objects are written by that many threads of their own, so the compressing threads
+        # never wait for the file system (creating a file waits for the journal, which can take
+        # milliseconds while the disk writes back); wait() (and flush()) joins them
+        self._writers = writers
+        self._pool = None
+        self._pending: list = []
+        self._inflight = 0
+        self._budget = threading.Condition()
+        self._write_error: BaseException | None = None
 
     def create_layout(self) -> None:
         """All 256 fan-out directories plus the scratch directory, as the reference server does."""
@@ -186,7 +197,52 @@ class ObjectStore:
         if claimed or os.path.exists(dest):
             self.stats.add(False, 0)
             return hexdigest
-        tmp = f"{self._data_s}/txn/{hexdigest}{suffix}.{os.getpid()}.{threading.get_ident()}.tmp"
+        self.stats.add(True, len(blob), suffix)
+        if self._writers:
+            self._write_later(blob, dest, hexdigest + suffix)
+        else:
+            self._write(blob, dest, hexdigest + suffix)
+        return hexdigest
+
+    def _write_later(self, blob: bytes, dest: str, name: str) -> None:
+        from concurrent.futures import ThreadPoolExecutor
+
+        with self._budget:
+            while self._inflight and self._inflight + len(blob) > self.WRITE_BUDGET:
+                self._budget.wait()
+            self._inflight += len(blob)
+            if self._pool is None:
+                self._pool = ThreadPoolExecutor(max_workers=self._writers, thread_name_prefix="cvmfs-write")
+
+        def job() -> None:
+            try:
+                self._write(blob, dest, name)
+            except BaseException as exc:  # reported by wait()
+                self._write_error = self._write_error or exc
+            finally:
+                with self._budget:
+                    self._inflight -= len(blob)
+                    self._budget.notify_all()
+
+        self._pending.append(self._pool.submit(job))
+
+    def wait(self) -> None:
+        """Every object handed to the writer threads is in place (renamed); raises the first write error."""
+        pending, self._pending = self._pending, []
+        for fut in pending:
+            fut.result()
+        if self._write_error is not None:
+            exc, self._write_error = self._write_error, None
+            raise exc
+
+    def close(self) -> None:
+        """Stop the writer threads (after the writes already handed to them)."""
+        if self._pool is not None:
+            self._pool.shutdown(wait=True)
+            self._pool = None
+
+    def _write(self, blob: bytes, dest: str, name: str) -> None:
+        tmp = f"{self._data_s}/txn/{name}.{os.getpid()}.{threading.get_ident()}.tmp"
         try:
             fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o666)
             try:
@@ -204,9 +260,7 @@ class ObjectStore:
             except OSError:
                 pass
             raise CvmfsError(f"cannot write object {dest}: {exc.strerror}") from exc
-        self.stats.add(True, len(blob), suffix)
         self.new_paths.append(dest)  # list.append is atomic under the GIL
-        return hexdigest
 
     def flush(self, many: int = 32) -> None:
         """Make every object written so far durable before a manifest may reference it.
@@ -214,6 +268,7 @@ class ObjectStore:
         Few new objects (a republish): fsync them and their directories, touching nothing else.
         Many: one global sync, cheaper than thousands of journal commits.
         """
+        self.wait()
         paths, self.new_paths = self.new_paths, []
         if len(paths) > many:
             os.sync()

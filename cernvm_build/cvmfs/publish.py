@@ -602,6 +602,7 @@ def commit_revision(repo: Path, store: obj.ObjectStore, keys: RepoKeys, root_has
     rl.add(refs, cert_hash, rl.TYPE_CERTIFICATE, now)
     rl.add(refs, history_hash, rl.TYPE_HISTORY, now)
     _fault("catalogs")
+    store.wait()  # every object is in place (written by the store's threads) before the manifest names it
     if durable:
         store.flush()  # every object reachable from the new manifest is on disk before the manifest is
     return sign_and_install(repo, keys, manifest, refs)
@@ -669,7 +670,7 @@ def publish(tree: str | os.PathLike, repo: str | os.PathLike, keydir: str | os.P
         if lock_data is None:
             raise CvmfsError(f"signature {opts.signature} given without the lock it signs (--lock)")
         signature = read_signature(opts.signature, lock_data)
-    with repository_lock(repo, opts.wait):
+    with repository_lock(repo, opts.wait), contextlib.ExitStack() as stack:
         mark = time.monotonic()
 
         def phase(name: str) -> None:
@@ -710,9 +711,11 @@ def publish(tree: str | os.PathLike, repo: str | os.PathLike, keydir: str | os.P
         partition(root, opts.max_catalog_entries, opts.min_catalog_entries)
         phase("scan tree")
         result.compressor = compressor.spec
-        store = obj.ObjectStore(repo, compressor, chunk_size=opts.chunk_size)
+        workers = opts.workers or os.cpu_count() or 1
+        store = obj.ObjectStore(repo, compressor, chunk_size=opts.chunk_size, writers=2 if workers > 1 else 0)
+        stack.callback(store.close)
         store.put_blob(obj.EMPTY_OBJECT)
-        _store_contents(root, store, prev.files if reuse else {}, opts.workers or os.cpu_count() or 1, result)
+        _store_contents(root, store, prev.files if reuse else {}, workers, result)
         phase("store file objects")
         _fault("objects")
         builder = _CatalogBuilder(store, prev.catalogs, now, revision, opts.ttl, result, compressor.pin())
