@@ -24,7 +24,7 @@ def register(sub: "argparse._SubParsersAction") -> None:
                         "--repin-compression, pin it instead (default: the repository's pinned one)")
     p.add_argument("--repin-compression", action="store_true",
                    help="re-compress every file with --compressor (or again with the pinned one) and pin it")
-    p.add_argument("-j", "--jobs", type=int, default=0, help="worker threads (default: one per core)")
+    p.add_argument("-j", "--jobs", type=int, default=0, help="compressing threads (default: two per core)")
     p.add_argument("--wait", type=float, default=0.0, help="seconds to wait for another publisher")
     p.add_argument("--no-xattrs", action="store_true", help="do not record extended attributes")
     p.add_argument("--no-sync", action="store_true", help="skip the disk sync before the manifest (tests)")

@@ -14,7 +14,7 @@ library version is not recorded: a machine whose library gives the same bytes mu
 
 Implementations (all produce standard zlib streams, RFC 1950):
   libdeflate  (PyPI `deflate`, libdeflate) — the default at level 6: on a 524 MB tree of binaries, Python
-              and docs it writes 0.7 % fewer bytes than zlib level 6 (cvmfs_server's) in ~1/2.5 of the CPU
+              and docs it writes ~1 % fewer bytes than zlib level 6 (cvmfs_server's) in about a third of the CPU
   zlib        (Python's own, the system zlib) — level 6 is byte for byte what cvmfs_server writes
 zlib-ng (+1.8 % bytes at level 6) and ISA-L (+7 % at its best level) were measured and left out: neither
 reaches zlib 6's size at libdeflate's speed.
