@@ -46,6 +46,8 @@ def make_tree(root: Path, big_size: int = 3 * 1024 * 1024 + 12345) -> Path:
     (root / "usr" / "share" / "data").mkdir(parents=True)
     (root / "usr" / "share" / "data" / "big.bin").write_bytes(os.urandom(big_size))
     (root / "usr" / "share" / "data" / ".cvmfscatalog").write_bytes(b"")
+    # compressible and chunked (big.bin, random, is stored uncompressed): both kinds of object in one tree
+    (root / "usr" / "share" / "data" / "big.txt").write_bytes(b"".join(b"row %d\n" % i for i in range(400_000)))
     for i in range(30):
         d = root / "usr" / "lib" / f"pkg{i:02d}"
         d.mkdir(parents=True)

@@ -17,6 +17,9 @@ def register(sub: "argparse._SubParsersAction") -> None:
     p.add_argument("--name", required=True, help="fully qualified repository name, e.g. os.example.org")
     p.add_argument("--keys", required=True, type=Path, help="key directory (created; outside DIR)")
     p.add_argument("--whitelist-days", type=int, default=30)
+    p.add_argument("--compressor", default=None, metavar="NAME[:LEVEL]",
+                   help="deflate implementation pinned for every publish: libdeflate:1-12 (default libdeflate:6) "
+                        "or zlib:1-9 (zlib:6 = cvmfs_server's bytes)")
     p.set_defaults(func=_init)
 
     def reader_args(p: argparse.ArgumentParser) -> None:
@@ -92,7 +95,7 @@ def register(sub: "argparse._SubParsersAction") -> None:
 def _init(args: argparse.Namespace) -> int:
     from cernvm_build.cvmfs.publish import init_repository
 
-    m = init_repository(args.dir, args.name, args.keys, whitelist_days=args.whitelist_days)
+    m = init_repository(args.dir, args.name, args.keys, whitelist_days=args.whitelist_days, compressor=args.compressor)
     print(f"created {m.fqrn} in {args.dir} (revision {m.revision}); keys in {args.keys}; "
           f"clients need {args.keys / (m.fqrn + '.pub')}")
     return 0

@@ -19,9 +19,12 @@ def register(sub: "argparse._SubParsersAction") -> None:
     p.add_argument("--max-catalog-entries", type=int, default=100_000, help="split catalogs above this size")
     p.add_argument("--min-catalog-entries", type=int, default=1_000, help="smallest automatic nested catalog")
     p.add_argument("--chunk-size", type=int, default=8 << 20, help="files larger than this are chunked (bytes)")
-    p.add_argument("--compression-level", type=int, default=4, choices=range(1, 10), metavar="1-9",
-                   help="zlib level of new objects (default 4; 6 is what cvmfs_server uses)")
-    p.add_argument("-j", "--jobs", type=int, default=0, help="worker threads (default: one per core)")
+    p.add_argument("--compressor", default=None, metavar="NAME[:LEVEL]",
+                   help="check that the repository is pinned to this compressor (libdeflate:N, zlib:N); with "
+                        "--repin-compression, pin it instead (default: the repository's pinned one)")
+    p.add_argument("--repin-compression", action="store_true",
+                   help="re-compress every file with --compressor (or again with the pinned one) and pin it")
+    p.add_argument("-j", "--jobs", type=int, default=0, help="compressing threads (default: two per core)")
     p.add_argument("--wait", type=float, default=0.0, help="seconds to wait for another publisher")
     p.add_argument("--no-xattrs", action="store_true", help="do not record extended attributes")
     p.add_argument("--no-sync", action="store_true", help="skip the disk sync before the manifest (tests)")
@@ -33,7 +36,8 @@ def _publish(args: argparse.Namespace) -> int:
 
     opts = PublishOptions(tag=args.tag, description=args.description, lock_file=args.lock, signature=args.signature,
                           max_catalog_entries=args.max_catalog_entries, min_catalog_entries=args.min_catalog_entries,
-                          chunk_size=args.chunk_size, compression_level=args.compression_level, workers=args.jobs,
+                          chunk_size=args.chunk_size, compressor=args.compressor,
+                          repin_compression=args.repin_compression, workers=args.jobs,
                           wait=args.wait, xattrs=not args.no_xattrs, durable=not args.no_sync)
     r = publish(args.tree, args.repo, args.keys, opts)
     print(f"published {r.fqrn} revision {r.revision} tag {r.tag}: root catalog {r.root_hash}; {r.files} files "

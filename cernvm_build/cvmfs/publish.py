@@ -22,9 +22,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterator
 
+from cernvm_build.cvmfs import compression as comp
 from cernvm_build.cvmfs import objects as obj
 from cernvm_build.cvmfs import reflog as rl
 from cernvm_build.cvmfs.catalog import (
+    FLAG_COMPRESSION_SHIFT,
+    FLAG_COMPRESSION_MASK,
     FLAG_DIR,
     FLAG_DIR_NESTED_MOUNTPOINT,
     FLAG_DIR_NESTED_ROOT,
@@ -38,6 +41,7 @@ from cernvm_build.cvmfs.catalog import (
     Entry,
     NestedRef,
     content_digest,
+    md5_pair,
     serialize_xattrs,
     write_catalog,
 )
@@ -54,6 +58,7 @@ LOCK_TREE_PATH = "/.cernvm/closure.lock.toml"
 SIGNATURE_TREE_PATH = LOCK_TREE_PATH + ".sigstore.json"  # the lock's signature bundle, beside it
 CATALOG_MARKER = ".cvmfscatalog"
 FAULT_ENV = "CERNVM_BUILD_CVMFS_FAULT"  # test hook: SIGKILL ourselves at a named stage
+DIGEST_PROPERTY = "cernvm_content_digest"  # nested catalogs: content_digest() of their rows, read back by load_state
 DIR_SIZE = 4096  # directories' st_size depends on the file system's history; store the usual constant
 
 
@@ -66,8 +71,13 @@ class PublishOptions:
     max_catalog_entries: int = 100_000  # auto-split a catalog above this many entries ...
     min_catalog_entries: int = 1_000  # ... by moving subtrees at least this big into nested catalogs
     chunk_size: int = obj.DEFAULT_CHUNK_SIZE
-    compression_level: int = obj.DEFAULT_LEVEL
-    workers: int = 0  # 0: one per core
+    # NAME[:LEVEL] (compression.py); None: the repository's pinned one. Another than the pin needs repin_compression,
+    # which then re-compresses every file (as into a fresh repository) and pins the new one.
+    compressor: str | None = None
+    repin_compression: bool = False
+    # compressing threads; 0: two per core (reads of a cold tree block, and on a shared machine the scheduler
+    # shares the cores per runnable thread: measured 1.2x faster than one per core, same CPU seconds)
+    workers: int = 0
     wait: float = 0.0  # seconds to wait for a concurrent publisher
     xattrs: bool = True
     ttl: int = DEFAULT_TTL
@@ -94,6 +104,7 @@ class PublishResult:
     entries: int = 0
     seconds: float = 0.0
     whitelist_renewed: bool = False
+    compressor: str = ""  # the pinned compressor the revision was written with
     phases: dict[str, float] = field(default_factory=dict)  # seconds per stage, for benchmarks and -v
 
 
@@ -151,7 +162,7 @@ def repository_lock(repo: Path, wait: float = 0.0) -> Iterator[None]:
 
 
 # ------------------------------------------------------------------------------------------------- tree scan
-@dataclass(eq=False)
+@dataclass(eq=False, slots=True)
 class Node:
     path: str  # absolute in the repository, "" for the root
     mode: int
@@ -190,6 +201,8 @@ def _read_xattrs(src: str) -> bytes | None:
         names = os.listxattr(src, follow_symlinks=False)
     except OSError:
         return None
+    if not names:
+        return None  # what serialize_xattrs({}) gives
     attrs = {}
     for name in sorted(names):
         try:
@@ -354,8 +367,10 @@ class PrevState:
     manifest: Manifest
     tags: list[Tag]
     catalogs: dict[str, PrevCatalog] = field(default_factory=dict)
-    files: dict[str, Entry] = field(default_factory=dict)
+    # stat cache: md5 path pair -> (size, mtime, mtimens, mode, flags, hash, chunks) of every regular file
+    files: dict[tuple[int, int], tuple] = field(default_factory=dict)
     certificate_pem: bytes = b""
+    pin: tuple[str, str] | None = None  # (compressor spec, probe) from the root catalog; None before pins
 
 
 def load_state(repo: Path) -> PrevState:
@@ -363,16 +378,18 @@ def load_state(repo: Path) -> PrevState:
     with Repository(LocalSource(repo), check_whitelist=False) as r:
         state = PrevState(manifest=r.manifest, tags=r.tags())
         for info in r.catalogs():
-            entries = info.reader.all_entries()
-            nested = info.reader.nested()
-            # the root catalog is rewritten on every publish: only nested ones need a content digest
-            digest = content_digest(entries, nested) if info.path else ""
+            # the root catalog is rewritten on every publish: only nested ones need a content digest, which
+            # the publisher records in their properties (computed here for catalogs from before it did)
+            digest = ""
+            if info.path:
+                digest = info.reader.properties.get(DIGEST_PROPERTY) or content_digest(
+                    info.reader.all_entries(ordered=False), info.reader.nested())
+            else:
+                state.pin = comp.pinned(info.reader.properties)
             state.catalogs[info.path] = PrevCatalog(
                 info.hash, info.reader.file_size, info.reader.revision, digest,
                 Counters.from_rows(info.reader.statistics()))
-            for e in entries:
-                if e.is_regular:
-                    state.files[e.path] = e
+            state.files.update(info.reader.file_stats())
         from cryptography.hazmat.primitives import serialization
         state.certificate_pem = r.certificate.public_bytes(serialization.Encoding.PEM)
     return state
@@ -383,9 +400,10 @@ class _CatalogBuilder:
     """Turns the partitioned tree into catalogs, children first, reusing unchanged ones."""
 
     def __init__(self, store: obj.ObjectStore, prev: dict[str, PrevCatalog], now: int, root_revision: int,
-                 ttl: int, result: PublishResult):
+                 ttl: int, result: PublishResult, root_properties: dict[str, str] | None = None):
         self.store, self.prev, self.now, self.root_revision = store, prev, now, root_revision
         self.ttl, self.result = ttl, result
+        self.root_properties = root_properties or {}  # the compressor pin
         self.catalog_hashes: list[str] = []  # every catalog of the new revision (reflog), written or reused
 
     @staticmethod
@@ -404,6 +422,8 @@ class _CatalogBuilder:
             if c.chunked:
                 e.flags |= FLAG_FILE_CHUNK
                 e.chunks = c.chunks
+            if not c.compressed:
+                e.flags |= 1 << FLAG_COMPRESSION_SHIFT  # compression "none": the object is the file's bytes
             e.hash = c.hash
         elif stat.S_ISLNK(n.mode):
             e.flags |= FLAG_LINK
@@ -449,16 +469,19 @@ class _CatalogBuilder:
         self.result.catalogs += 1
         self.result.entries += len(entries)
         prev = self.prev.get(top.path)
-        if top.path and prev is not None and prev.digest == content_digest(entries, nested):
+        digest = content_digest(entries, nested) if top.path else ""
+        if top.path and prev is not None and prev.digest == digest:
             self.catalog_hashes.append(prev.hash)
             return prev.hash, prev.size, prev.counters
         props = {"schema": SCHEMA, "schema_revision": str(SCHEMA_REVISION), "last_modified": str(self.now)}
         if top.path:
             props["root_prefix"] = top.path
+            props[DIGEST_PROPERTY] = digest
             props["revision"] = str(prev.revision + 1 if prev else 1)
         else:
             props["revision"] = str(self.root_revision)
             props["TTL"] = str(self.ttl)
+            props.update(self.root_properties)
         if prev is not None:
             props["previous_revision"] = prev.hash
         tmp = self.store.txn / f"catalog.{os.getpid()}.db"
@@ -471,7 +494,7 @@ class _CatalogBuilder:
         return h, len(data), counters
 
 
-def _store_contents(root: Node, store: obj.ObjectStore, prev_files: dict[str, Entry], workers: int,
+def _store_contents(root: Node, store: obj.ObjectStore, prev_files: dict[tuple[int, int], tuple], workers: int,
                     result: PublishResult) -> None:
     """Give every regular file its FileContent: from the previous revision when size, mtime and mode are
     unchanged (no read), else by compressing and hashing it in a thread pool (zlib/hashlib drop the GIL)."""
@@ -486,13 +509,15 @@ def _store_contents(root: Node, store: obj.ObjectStore, prev_files: dict[str, En
             if not c.is_regular:
                 continue
             result.files += 1
-            p = prev_files.get(c.path)
-            if (c.data is None and p is not None and p.size == c.size and p.mtime == c.mtime
-                    and p.mtimens == c.mtimens and p.mode == c.mode and p.compressed
-                    and (p.hash is not None or p.chunks)):
-                c.content = obj.FileContent(p.size, None if p.is_chunked else p.hash,
-                                            p.chunks if p.is_chunked else ())
-                continue
+            p = prev_files.get(md5_pair(c.path)) if c.data is None else None
+            if p is not None:
+                size, mtime, mtimens, mode, flags, h, chunks = p
+                algo = (flags & FLAG_COMPRESSION_MASK) >> FLAG_COMPRESSION_SHIFT
+                if (size == c.size and mtime == c.mtime and mtimens == c.mtimens and mode == c.mode
+                        and algo in (0, 1) and (h is not None or chunks)):
+                    chunked = bool(flags & FLAG_FILE_CHUNK)
+                    c.content = obj.FileContent(size, None if chunked else h, chunks if chunked else (), algo == 0)
+                    continue
             key = c.inode if (c.nlink > 1 and c.data is None) else id(c)
             todo.setdefault(key, []).append(c)
 
@@ -579,16 +604,19 @@ def commit_revision(repo: Path, store: obj.ObjectStore, keys: RepoKeys, root_has
     rl.add(refs, cert_hash, rl.TYPE_CERTIFICATE, now)
     rl.add(refs, history_hash, rl.TYPE_HISTORY, now)
     _fault("catalogs")
+    store.wait()  # every object is in place (written by the store's threads) before the manifest names it
     if durable:
         store.flush()  # every object reachable from the new manifest is on disk before the manifest is
     return sign_and_install(repo, keys, manifest, refs)
 
 
 def init_repository(repo: str | os.PathLike, fqrn: str, keydir: str | os.PathLike, *,
-                    whitelist_days: int = 30, ttl: int = DEFAULT_TTL) -> Manifest:
-    """A new stratum-0 directory with keys, whitelist and an empty revision 1 (tag trunk)."""
+                    whitelist_days: int = 30, ttl: int = DEFAULT_TTL, compressor: str | None = None) -> Manifest:
+    """A new stratum-0 directory with keys, whitelist and an empty revision 1 (tag trunk), pinned to
+    COMPRESSOR (NAME[:LEVEL], default compression.DEFAULT) for every later publish."""
     repo, keydir = Path(repo), Path(keydir)
     check_fqrn(fqrn)
+    compressor_ = comp.load(compressor or comp.DEFAULT)
     check_outside(keydir, repo)
     if repo.exists() and (not repo.is_dir() or any(repo.iterdir())):
         raise CvmfsError(f"{repo} already exists and is not an empty directory")
@@ -597,17 +625,17 @@ def init_repository(repo: str | os.PathLike, fqrn: str, keydir: str | os.PathLik
     if repo.exists():
         repo.rmdir()  # empty: replaced atomically below
     with atomic_dir(repo) as tmp:  # a failed init leaves nothing behind under DIR
-        store = obj.ObjectStore(tmp)
+        store = obj.ObjectStore(tmp, compressor_)
         store.create_layout()
         (tmp / ".cvmfs_master_replica").touch()
-        store.put(b"")  # the empty object: every empty file and .cvmfscatalog marker points at it
+        store.put_blob(obj.EMPTY_OBJECT)  # the empty object: every empty file and .cvmfscatalog marker points at it
         # The empty revision 1 is dated SOURCE_DATE_EPOCH or else 0, not the clock: the first snapshot's
         # root catalog names it as previous_revision, so a clock here would make that snapshot's root
         # hash depend on when the repository was created rather than only on its content and date.
         empty_date = source_date_epoch(default=0)
         root = Node(path="", mode=stat.S_IFDIR | 0o755, size=DIR_SIZE, mtime=empty_date, children=[])
         result = PublishResult(fqrn, 1, "", 0, TRUNK)
-        h, size, _ = _CatalogBuilder(store, {}, empty_date, 1, ttl, result).build(root)
+        h, size, _ = _CatalogBuilder(store, {}, empty_date, 1, ttl, result, compressor_.pin()).build(root)
         _write_whitelist(tmp, keys, whitelist_days)
         tags = advance([], Tag(TRUNK, h, 1, now, "", size))
         manifest = commit_revision(tmp, store, keys, h, size, 1, tags, None, now, ttl, durable=True, catalogs=[h])
@@ -644,7 +672,7 @@ def publish(tree: str | os.PathLike, repo: str | os.PathLike, keydir: str | os.P
         if lock_data is None:
             raise CvmfsError(f"signature {opts.signature} given without the lock it signs (--lock)")
         signature = read_signature(opts.signature, lock_data)
-    with repository_lock(repo, opts.wait):
+    with repository_lock(repo, opts.wait), contextlib.ExitStack() as stack:
         mark = time.monotonic()
 
         def phase(name: str) -> None:
@@ -654,6 +682,10 @@ def publish(tree: str | os.PathLike, repo: str | os.PathLike, keydir: str | os.P
             mark = now_m
 
         prev = load_state(repo)
+        compressor, reuse = comp.resolve(prev.pin, opts.compressor, opts.repin_compression, str(repo))
+        if not reuse:
+            log.info("%s: every file is compressed anew with %s (%s)", repo, compressor.spec,
+                     "re-pinned" if prev.pin else "first publish with a pinned compressor")
         fqrn = prev.manifest.fqrn
         keys = load_keys(keydir, fqrn)
         now = revision_time(lock_data)
@@ -680,12 +712,15 @@ def publish(tree: str | os.PathLike, repo: str | os.PathLike, keydir: str | os.P
             add_lock_file(root, lock_data, now, signature)
         partition(root, opts.max_catalog_entries, opts.min_catalog_entries)
         phase("scan tree")
-        store = obj.ObjectStore(repo, level=opts.compression_level, chunk_size=opts.chunk_size)
-        store.put(b"")
-        _store_contents(root, store, prev.files, opts.workers or os.cpu_count() or 1, result)
+        result.compressor = compressor.spec
+        workers = opts.workers or 2 * (os.cpu_count() or 1)
+        store = obj.ObjectStore(repo, compressor, chunk_size=opts.chunk_size, writers=2 if workers > 1 else 0)
+        stack.callback(store.close)
+        store.put_blob(obj.EMPTY_OBJECT)
+        _store_contents(root, store, prev.files if reuse else {}, workers, result)
         phase("store file objects")
         _fault("objects")
-        builder = _CatalogBuilder(store, prev.catalogs, now, revision, opts.ttl, result)
+        builder = _CatalogBuilder(store, prev.catalogs, now, revision, opts.ttl, result, compressor.pin())
         root_hash, root_size, _ = builder.build(root)
         phase("write catalogs")
         tags = advance(prev.tags, Tag(tag, root_hash, revision, now, description, root_size))

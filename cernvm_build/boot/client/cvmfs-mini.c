@@ -299,6 +299,7 @@ static int sink_write(struct sink *s, const unsigned char *p, size_t n) {
     if (n > s->in_limit - s->in_len) {
         snprintf(s->err, sizeof s->err, "%s is larger than the %llu bytes allowed", s->what,
                  (unsigned long long)s->in_limit);
+        s->bad = 1; /* a copy that cannot be the object (an uncompressed one is bounded by its exact size) */
         return -1;
     }
     s->in_len += n;
@@ -817,6 +818,7 @@ static int http_read_response(struct rd *r, struct sink *sink, int *keep, char *
         if (clen > sink->in_limit) {
             snprintf(err, errlen, "announces %llu bytes, more than the %llu allowed for %s",
                      (unsigned long long)clen, (unsigned long long)sink->in_limit, sink->what);
+            sink->bad = 1; /* bad data, as a wrong hash is: a proxy's copy is asked for again with no-cache */
             return -1;
         }
         if ((br = rd_body(r, sink, clen)) < 0) goto body;

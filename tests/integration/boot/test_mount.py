@@ -136,17 +136,26 @@ def test_corrupted_object_gives_eio_not_wrong_data(published, repo, keys, tmp_pa
     tree, url, _, _ = published
     with Repository(repo) as rr:
         e = rr.lookup("/bin/tool")
+        z = rr.lookup("/usr/lib/pkg29/file.txt")
     obj = repo / object_relpath(e.hash)
     obj.chmod(0o644)
-    obj.write_bytes(zlib.compress(b"#!/bin/sh\necho evil\n"))  # a valid zlib stream, wrong hash
+    evil = b"#!/bin/sh\necho evil\n"  # the tool's size: a tiny file is stored uncompressed, bounded by its size
+    assert not e.compressed and z.compressed
+    obj.write_bytes(evil)  # well-formed for its kind (raw), wrong hash
+    zobj = repo / object_relpath(z.hash)
+    zobj.chmod(0o644)
+    zobj.write_bytes(zlib.compress(b"package 28\n" * 30))  # a valid zlib stream, wrong hash
     mnt = tmp_path / "mnt"
     mnt.mkdir()
     with client.start(_opts(url, keys, tmp_path), mnt, binary) as m:
         with pytest.raises(OSError) as exc:
             (mnt / "bin" / "tool").read_bytes()
         assert exc.value.errno == errno.EIO
+        with pytest.raises(OSError) as exc:
+            (mnt / "usr" / "lib" / "pkg29" / "file.txt").read_bytes()
+        assert exc.value.errno == errno.EIO
         assert (mnt / "etc" / "hostname").read_bytes() == (tree / "etc" / "hostname").read_bytes()
-        assert "is corrupted" in m.output()
+        assert m.output().count("is corrupted") >= 2
 
 
 def test_server_failover_cli_background_and_small_cache(published, keys, tmp_path, binary):

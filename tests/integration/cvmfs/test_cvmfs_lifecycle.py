@@ -183,9 +183,9 @@ def test_publisher_killed_mid_write(repo, keys, tmp_path):
     snapshot = tmp_path / "tree-v1"
     shutil.copytree(tree, snapshot)
     bulk = tree / "bulk"
-    for i in range(60):
+    for i in range(120):  # hex text: deflate has work to do (random bytes would be stored as they are, fast)
         (bulk / f"{i // 10}").mkdir(parents=True, exist_ok=True)
-        (bulk / f"{i // 10}" / f"{i}").write_bytes(os.urandom(400_000))
+        (bulk / f"{i // 10}" / f"{i}").write_bytes(os.urandom(200_000).hex().encode())
     before = len(data_objects(repo))
     p = subprocess.Popen(_publish_cmd(tree, repo, keys, "v2"), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.time() + 60
