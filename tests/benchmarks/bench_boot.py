@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import re
 import shutil
 import statistics
 import subprocess
@@ -87,11 +88,49 @@ def local_disk(full: Path) -> tuple[Path, Path, Path]:
 
 
 KINDS = {"iso": "ISO (-cdrom, isolinux menu 3 s)", "direct": "ISO kernel+initramfs (-kernel)",
-         "disk": "local virtio disk (-kernel, own initrd)"}
+         "direct0": "same, cvmfs.prefetch=0 (no prefetch)", "disk": "local virtio disk (-kernel, own initrd)"}
+ROOT_RE = re.compile(r"\(root catalog ([0-9a-f]{40})\)")
+
+
+def record_prefetch_list(full: Path, repo: Path, kernel: Path, initrd: Path, cmdline: str) -> Path:
+    """Boot once with prefetch off against a server that records the requests in order; publish them
+    as the snapshot's prefetch list (.cvmfsprefetch-<root hash>). Kept while the root hash stays."""
+    from http.server import ThreadingHTTPServer
+    import threading
+
+    from cernvm_build.cvmfs import prefetch, serve
+
+    lists = sorted(repo.glob(prefetch.PREFIX + "*"))
+    if lists:
+        return lists[0]
+    paths: list[str] = []
+
+    class Recording(serve.Handler):
+        def send_file(self, src) -> None:
+            paths.append(self.path)
+            super().send_file(src)
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), serve.handler_for(repo, Recording))
+    server.daemon_threads = True
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        url = f"http://{HOST_FROM_GUEST}:{server.server_address[1]}"
+        run = boot(QemuOptions(kernel=kernel, initrd=initrd, append=f"{cmdline} cvmfs.url={url} cvmfs.prefetch=0"),
+                   full / "serial-record.log", 900, "login:", stop_at_marker=True)
+    finally:
+        server.shutdown()
+        server.server_close()
+    m = ROOT_RE.search(run.console)
+    if run.marker_seconds is None or not m:
+        sys.exit(f"the recording boot reached no login prompt:\n{run.tail()}")
+    names = prefetch.names_from_requests(paths)
+    out = prefetch.write_list(repo, m.group(1), names)
+    print(f"prefetch list recorded: {out.name}, {len(names)} objects ({out.stat().st_size} bytes)")
+    return out
 
 
 def side_by_side(full: Path, iso: Path, cmdline: str, server: CountingServer, rounds: int, total: int,
-                 kinds: tuple[str, ...] = ("iso", "direct", "disk")) -> dict[str, list[float]]:
+                 kinds: tuple[str, ...] = ("iso", "direct", "disk"), prefetch_list: bool = True) -> dict[str, list[float]]:
     """Alternate the kinds of boot for ROUNDS rounds; print each boot and the medians and ratios."""
     image, dkernel, dinitrd = local_disk(full)
     ikernel = extract_from_iso(iso, "/boot/vmlinuz", full / "iso-vmlinuz")
@@ -99,8 +138,11 @@ def side_by_side(full: Path, iso: Path, cmdline: str, server: CountingServer, ro
     same = ikernel.read_bytes() == dkernel.read_bytes()
     print(f"kernel: ISO's {'==' if same else '!='} tree's {dkernel.name}; initramfs: ISO "
           f"{iinitrd.stat().st_size / 2**20:.1f} MiB, tree's {dinitrd.name} {dinitrd.stat().st_size / 2**20:.1f} MiB")
+    if prefetch_list:
+        record_prefetch_list(full, full / "repo", ikernel, iinitrd, cmdline)
     opts = {"iso": QemuOptions(iso=iso),
             "direct": QemuOptions(kernel=ikernel, initrd=iinitrd, append=cmdline),
+            "direct0": QemuOptions(kernel=ikernel, initrd=iinitrd, append=f"{cmdline} cvmfs.prefetch=0"),
             # snapshot=on: every boot sees the same pristine image (no journal replay, no first-boot changes)
             "disk": QemuOptions(kernel=dkernel, initrd=dinitrd, append=f"{CONSOLE_ARGS} root=/dev/vda rw",
                                 extra=["-drive", f"file={image},format=raw,if=virtio,snapshot=on"])}
@@ -114,7 +156,7 @@ def side_by_side(full: Path, iso: Path, cmdline: str, server: CountingServer, ro
                 sys.exit(f"{kind} boot {n}: no login prompt\n{run.tail()}")
             times[kind].append(run.marker_seconds)
             extra = ""
-            if kind != "disk":
+            if kind not in ("disk", "direct0"):
                 fetched.append((server.bytes, server.requests))
                 extra = f"   fetched {server.bytes / 1e6:6.2f} MB in {server.requests} requests"
             print(f"  round {n + 1} {KINDS[kind]:<40} login: {run.marker_seconds:6.1f} s{extra}", flush=True)
@@ -142,7 +184,9 @@ def main() -> int:
     ap.add_argument("--skip-full", action="store_true", help="only the tiny snapshot")
     ap.add_argument("--skip-small", action="store_true", help="no tiny snapshot, only the bookworm one")
     ap.add_argument("--rounds", type=int, default=3, help="rounds of iso / direct / disk boots (default 3)")
-    ap.add_argument("--kinds", default="iso,direct,disk", help="which boots each round makes")
+    ap.add_argument("--kinds", default="iso,direct,direct0,disk", help="which boots each round makes")
+    ap.add_argument("--no-prefetch-list", action="store_true",
+                    help="do not record and publish the snapshot's boot working set (.cvmfsprefetch-<root hash>)")
     ap.add_argument("--skip-scratch", action="store_true", help="no scratch-disk boots after the rounds")
     ap.add_argument("--accel", default=os.environ.get("CERNVM_BUILD_QEMU_ACCEL", "tcg"))
     args = ap.parse_args()
@@ -192,7 +236,8 @@ def full_snapshot(work: Path, args) -> int:
     total, tree_total = repo_bytes(full / "repo"), tree_bytes(full / "tree")
     server = CountingServer(full / "repo")
     iso, _, r = iso_for(full, server, full / "keys" / "os.example.org.pub", "bookworm-minimal", "boot.iso")
-    side_by_side(full, iso, r.cmdline, server, args.rounds, total, tuple(args.kinds.split(",")))
+    side_by_side(full, iso, r.cmdline, server, args.rounds, total, tuple(args.kinds.split(",")),
+                 not args.no_prefetch_list)
     if args.skip_scratch:
         server.shutdown()
         return 0
