@@ -1394,6 +1394,8 @@ static void prefetch_start(int fuse_fd, const char *root_hash) {
         logmsg("prefetch list %s ignored: %s", rel, err);
         _exit(0);
     }
+    for (int i = 0; i < opt.nservers; i++) server_close(&servers[i]); /* each worker opens its own */
+    for (int i = 0; i < proxies.nproxies; i++) server_close(&proxies.proxy[i]);
     int nw = opt.prefetch > MAX_PREFETCH_WORKERS ? MAX_PREFETCH_WORKERS : opt.prefetch;
     uint64_t total = ((uint64_t)opt.cache_mb << 20) / 2;
     if (total > MAX_PREFETCH_TOTAL) total = MAX_PREFETCH_TOTAL;
