@@ -7,6 +7,8 @@
 #   cvmfs.scratch=LABEL   cvmfs.cache_size=MB  cvmfs.error_timeout=SECONDS  cvmfs.debug=1  init=PATH
 #   cvmfs.proxy=SPEC      HTTP proxies (CVMFS_HTTP_PROXY syntax: "http://p1:3128|http://p2:3128;DIRECT");
 #                         ';' and '|' need no quoting here: the words of /proc/cmdline are never evaluated
+#   cvmfs.prefetch=N      N processes prefetch the snapshot's boot working set if the repository lists one
+#                         (.cvmfsprefetch-<root hash>); 0: none. Default: the client's (4)
 #   cvmfs.min_revision=N  refuse a repository whose manifest is older than revision N (a stale server or
 #                         a replay; with a scratch disk the client also remembers the newest revision seen)
 # stay/rebase: with a scratch disk the root hash mounted on first boot is recorded there and booted
@@ -46,6 +48,7 @@ ROOT_HASH_FROM_CMDLINE=
 DEBUG=
 MIN_REVISION=${CVMFS_MIN_REVISION:-}
 PROXY=${CVMFS_HTTP_PROXY:-}
+PREFETCH=
 set -f
 for arg in $(cat /proc/cmdline); do
     case "$arg" in
@@ -59,6 +62,7 @@ for arg in $(cat /proc/cmdline); do
         cvmfs.debug=*) DEBUG="${arg#cvmfs.debug=}" ;;
         cvmfs.min_revision=*) MIN_REVISION="${arg#cvmfs.min_revision=}" ;;
         cvmfs.proxy=*) PROXY="${arg#cvmfs.proxy=}" ;;
+        cvmfs.prefetch=*) PREFETCH="${arg#cvmfs.prefetch=}" ;;
         init=*) INIT="${arg#init=}" ;;
     esac
 done
@@ -148,6 +152,10 @@ CLIENT_DEBUG=
 [ "$DEBUG" = 1 ] && CLIENT_DEBUG=--debug
 MIN_REV_ARG=
 [ -n "$MIN_REVISION" ] && MIN_REV_ARG="--min-revision $MIN_REVISION"
+case "$PREFETCH" in
+    ''|*[!0-9]*) ;;
+    *) MIN_REV_ARG="$MIN_REV_ARG --prefetch $PREFETCH" ;;
+esac
 [ -n "$PROXY" ] && say "proxies: $PROXY"
 # --proxy and its value as two quoted words only when set ("$@" keeps ';' and '|' literal)
 set --

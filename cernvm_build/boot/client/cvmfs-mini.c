@@ -19,6 +19,7 @@
 #define FUSE_USE_VERSION 31
 #define _GNU_SOURCE
 #include <fuse.h>
+#include <fuse_lowlevel.h>
 
 #include <errno.h>
 #include <fcntl.h>
@@ -36,6 +37,7 @@
 #include <strings.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/file.h>
 #include <sys/sysmacros.h>
 #include <sys/types.h>
 #include <sys/wait.h>
@@ -114,7 +116,8 @@ static struct {
     char *root_hash_file;
     char *log_file;
     int allow_expired;
-} opt = {.cache_mb = 1024, .retries = 3, .timeout = 20, .connect_timeout = 5, .deadline = 120};
+    int prefetch; /* workers fetching the snapshot's boot working-set list; 0: no prefetch */
+} opt = {.cache_mb = 1024, .retries = 3, .timeout = 20, .connect_timeout = 5, .deadline = 120, .prefetch = 4};
 
 /* Set once the file system is mounted: from then on nothing may exit the process (every failure is
  * an EIO and one log line); die() is for start-up only. */
@@ -1182,7 +1185,7 @@ static void cache_init(void) {
             char p[300];
             struct stat st;
             snprintf(p, sizeof p, "%s/%s", d, de->d_name);
-            if (!strncmp(de->d_name, ".tmp", 4)) { /* leftover of an interrupted download */
+            if (!strncmp(de->d_name, ".tmp", 4) || !strncmp(de->d_name, ".pf", 3)) { /* leftover of an interrupted download */
                 unlink(p);
                 continue;
             }
@@ -1219,6 +1222,199 @@ static struct limits meta_limits(uint64_t max) {
     return l;
 }
 
+/* ------------------------------------------------------------------------------- boot prefetch
+ * A boot reads the same objects in the same order every time. The publisher may put beside the
+ * snapshot a list of them, .cvmfsprefetch-<root hash>: "cvmfs-prefetch 1 <root hash>" and then one
+ * object name per line (40 hex digits and an optional capital suffix), in boot order. It is not
+ * signed and need not be: after mounting, --prefetch N worker processes fetch the listed objects
+ * into the cache in parallel, each over its own keep-alive connection, through the same code as any
+ * object (SHA-1 checked against its name, inflated, size-bounded, temporary file and rename), so a
+ * lying list can only name objects that exist under their own hash: it costs time and bandwidth,
+ * bounded by the list's limits below, never correctness. A malformed list (or one for another root
+ * hash) is ignored as a whole with one log line. Objects the catalog marks uncompressed are never
+ * taken from the prefetch (the worker cannot know they are raw), and data objects must have the
+ * catalog's size. While a worker fetches an object it holds an exclusive flock on data/xx/.pf<rest>;
+ * the file system process waits for that lock instead of fetching the same object twice. */
+#define MAX_PREFETCH_LIST (4u << 20)        /* bytes of list */
+#define MAX_PREFETCH_ENTRIES 65536
+#define MAX_PREFETCH_OBJECT (64ULL << 20)   /* one object, inflated */
+#define MAX_PREFETCH_TOTAL (2ULL << 30)     /* all of them, and at most half the cache */
+#define MAX_PREFETCH_WORKERS 16
+#define PREFETCH_NAME_MAX 42
+static int prefetch_started;
+static uint64_t prefetch_size; /* size of the object prefetch_take() took */
+
+/* A prefetch list's lines after the header: 1..MAX names into NAMES (each up to 41 chars + NUL).
+ * Returns the count, or -1 with ERR if any line is malformed, duplicated names included. */
+static int parse_prefetch_list(const unsigned char *d, size_t len, const char *root_hash, char (*names)[PREFETCH_NAME_MAX],
+                               int max, char *err, size_t errlen) {
+    char header[80];
+    snprintf(header, sizeof header, "cvmfs-prefetch 1 %s\n", root_hash);
+    size_t hl = strlen(header);
+    if (len < hl || memcmp(d, header, hl) != 0) {
+        snprintf(err, errlen, "its first line is not \"cvmfs-prefetch 1 %.48s\"", root_hash);
+        return -1;
+    }
+    int n = 0, line = 1;
+    size_t i = hl;
+    while (i < len) {
+        const unsigned char *nl = memchr(d + i, '\n', len - i);
+        if (!nl) {
+            snprintf(err, errlen, "line %d has no newline", line + 1);
+            return -1;
+        }
+        size_t l = (size_t)(nl - (d + i));
+        line++;
+        int ok = (l == 40 || l == 41) && (l == 40 || (d[i + 40] >= 'A' && d[i + 40] <= 'Z'));
+        for (size_t k = 0; ok && k < 40; k++)
+            ok = (d[i + k] >= '0' && d[i + k] <= '9') || (d[i + k] >= 'a' && d[i + k] <= 'f');
+        if (!ok) {
+            snprintf(err, errlen, "line %d is not an object name", line);
+            return -1;
+        }
+        if (n == max) {
+            snprintf(err, errlen, "more than %d objects", max);
+            return -1;
+        }
+        memcpy(names[n], d + i, l);
+        names[n][l] = 0;
+        n++;
+        i += l + 1;
+    }
+    return n;
+}
+
+/* In the file system process: NAME is not in the cache index. If a prefetch worker is fetching it,
+ * wait for it; take the file if it is there and fits LIM (data objects: exactly the catalog's size).
+ * 1 taken (size in prefetch_size), 0 not there. */
+static int prefetch_take(const char *name, const char *path, struct limits lim, int *claim_fd) {
+    *claim_fd = -1;
+    if (!prefetch_started) return 0;
+    char claim[96];
+    snprintf(claim, sizeof claim, "data/%.2s/.pf%s", name, name + 2);
+    int cfd = open(claim, O_RDWR | O_CREAT | O_CLOEXEC, 0600);
+    if (cfd >= 0) { /* a worker fetching it holds this lock; once ours, no worker starts it */
+        while (flock(cfd, LOCK_EX) < 0 && errno == EINTR) {}
+    }
+    struct stat st;
+    if (stat(path, &st) < 0 || !S_ISREG(st.st_mode)) {
+        *claim_fd = cfd; /* the caller fetches it, then releases the claim */
+        return 0;
+    }
+    if (cfd >= 0) {
+        unlink(claim);
+        close(cfd);
+    }
+    if ((lim.exact && (uint64_t)st.st_size != lim.out) || (uint64_t)st.st_size > lim.out) {
+        logmsg("prefetched object %s has %llu bytes, expected %s%llu: fetching it again", path,
+               (unsigned long long)st.st_size, lim.exact ? "" : "at most ", (unsigned long long)lim.out);
+        unlink(path);
+        return 0;
+    }
+    prefetch_size = (uint64_t)st.st_size;
+    return 1;
+}
+
+static int fetch_object(const char *hex, char suffix, int raw, struct limits lim, char *path, size_t pathlen,
+                        int pin);
+
+static void claim_release(const char *name, int claim_fd) {
+    if (claim_fd < 0) return;
+    char claim[96];
+    snprintf(claim, sizeof claim, "data/%.2s/.pf%s", name, name + 2);
+    unlink(claim);
+    close(claim_fd);
+}
+
+/* One worker: every NW-th name from W on, while its share of the budget lasts. */
+static void prefetch_worker(char (*names)[PREFETCH_NAME_MAX], int n, int w, int nw, uint64_t budget, int64_t t0) {
+    uint64_t got = 0;
+    int fetched = 0, failed = 0;
+    for (int i = w; i < n && got < budget; i += nw) {
+        const char *name = names[i];
+        char path[96], claim[96], hex[41];
+        snprintf(path, sizeof path, "data/%.2s/%s", name, name + 2);
+        if (access(path, F_OK) == 0) continue;
+        snprintf(claim, sizeof claim, "data/%.2s/.pf%s", name, name + 2);
+        int cfd = open(claim, O_WRONLY | O_CREAT | O_CLOEXEC, 0600);
+        if (cfd < 0) continue;
+        if (flock(cfd, LOCK_EX | LOCK_NB) < 0 || access(path, F_OK) == 0) { /* taken by someone else */
+            close(cfd);
+            continue;
+        }
+        memcpy(hex, name, 40);
+        hex[40] = 0;
+        uint64_t left = budget - got;
+        struct limits lim = meta_limits(left < MAX_PREFETCH_OBJECT ? left : MAX_PREFETCH_OBJECT);
+        uint64_t before = stat_rx_bytes;
+        char p2[96];
+        if (fetch_object(hex, name[40], 0, lim, p2, sizeof p2, 0) == 0) fetched++;
+        else failed++;
+        got += stat_rx_bytes - before > 0 ? stat_rx_bytes - before : 1;
+        unlink(claim);
+        close(cfd);
+    }
+    DEBUG("prefetch worker %d: %d objects, %d failed, %llu bytes in %.1f s", w, fetched, failed,
+          (unsigned long long)got, (now_ms() - t0) / 1000.0);
+    _exit(failed ? 3 : 0);
+}
+
+/* After mounting, in the file system process (before its loop): start the prefetch in the
+ * background (a grandchild, so nothing here waits for it) and return at once. */
+static void prefetch_start(int fuse_fd, const char *root_hash) {
+    if (opt.prefetch <= 0) return;
+    prefetch_started = 1;
+    pid_t p = fork();
+    if (p < 0) return;
+    if (p > 0) {
+        while (waitpid(p, NULL, 0) < 0 && errno == EINTR) {}
+        return;
+    }
+    if (fork() != 0) _exit(0); /* the grandchild goes on, adopted by init */
+    prefetch_started = 0; /* a worker never waits for a claim: it would wait for its own */
+    close(fuse_fd);
+    for (int i = 0; i < opt.nservers; i++) servers[i].fd = -1; /* the parent's connections stay its own */
+    for (int i = 0; i < proxies.nproxies; i++) proxies.proxy[i].fd = -1;
+    cache_limit = UINT64_MAX; /* workers never evict: the budget bounds what they add */
+    opt.retries = 0; /* an object a worker cannot fetch is left to the mount, which retries */
+    int64_t t0 = now_ms();
+    char rel[96], err[1024] = "";
+    snprintf(rel, sizeof rel, ".cvmfsprefetch-%s", root_hash);
+    struct sink sk;
+    sink_init(&sk, rel, -1, 1, NULL, MAX_PREFETCH_LIST, MAX_PREFETCH_LIST);
+    int rc = http_get(rel, &sk, err, sizeof err);
+    if (rc < 0) {
+        if (rc == -ENOENT) DEBUG("no prefetch list %s", rel);
+        else logmsg("prefetch list %s: %s (booting without it)", rel, err);
+        _exit(0);
+    }
+    char (*names)[PREFETCH_NAME_MAX] = xmalloc(sizeof *names * MAX_PREFETCH_ENTRIES);
+    int n = parse_prefetch_list(sk.mem ? sk.mem : (const unsigned char *)"", (size_t)sk.in_len, root_hash,
+                                names, MAX_PREFETCH_ENTRIES, err, sizeof err);
+    sink_free(&sk);
+    if (n < 0) {
+        logmsg("prefetch list %s ignored: %s", rel, err);
+        _exit(0);
+    }
+    for (int i = 0; i < opt.nservers; i++) server_close(&servers[i]); /* each worker opens its own */
+    for (int i = 0; i < proxies.nproxies; i++) server_close(&proxies.proxy[i]);
+    int nw = opt.prefetch > MAX_PREFETCH_WORKERS ? MAX_PREFETCH_WORKERS : opt.prefetch;
+    uint64_t total = ((uint64_t)opt.cache_mb << 20) / 2;
+    if (total > MAX_PREFETCH_TOTAL) total = MAX_PREFETCH_TOTAL;
+    for (int w = 0; w < nw; w++) {
+        pid_t c = fork();
+        if (c == 0) prefetch_worker(names, n, w, nw, total / (uint64_t)nw, t0);
+    }
+    int failed = 0;
+    for (int w = 0; w < nw; w++) {
+        int status;
+        if (wait(&status) > 0 && !(WIFEXITED(status) && WEXITSTATUS(status) == 0)) failed++;
+    }
+    logmsg("prefetch: %d objects listed, %d workers, done in %.1f s%s", n, nw, (now_ms() - t0) / 1000.0,
+           failed ? " (some objects could not be fetched)" : "");
+    _exit(0);
+}
+
 /* Make object HEX+SUFFIX present in the cache, decompressed (unless RAW). Writes its relative path
  * to PATH. The body is hashed and inflated as it arrives into a temporary file beside the final one,
  * renamed once complete and verified. 0 ok, -EIO on any failure (one line logged: corruption is
@@ -1240,6 +1436,15 @@ static int fetch_object(const char *hex, char suffix, int raw, struct limits lim
         if (pin) e->pinned = 1;
         return 0;
     }
+    int claim_fd = -1;
+    if (!e && !raw && prefetch_take(name, path, lim, &claim_fd)) {
+        e = cache_add(name, prefetch_size, 0);
+        if (!e) return 0;
+        e->pinned = 1;
+        cache_evict();
+        e->pinned = pin;
+        return 0;
+    }
     /* The temporary file lives in the object's own directory: a rename within one directory takes
      * only that directory's lock. A cross-directory rename would take the file system's rename
      * mutex, which overlayfs (6.1) holds while it copies a file up from this very mount when the
@@ -1248,6 +1453,7 @@ static int fetch_object(const char *hex, char suffix, int raw, struct limits lim
     snprintf(tmp, sizeof tmp, "data/%.2s/.tmpXXXXXX", name);
     int fd = mkstemp(tmp);
     if (fd < 0) {
+        claim_release(name, claim_fd);
         logmsg("cache %s: cannot create a file: %s", opt.cache_dir, strerror(errno));
         return -EIO;
     }
@@ -1257,6 +1463,7 @@ static int fetch_object(const char *hex, char suffix, int raw, struct limits lim
     int rc = http_get(path, &sk, err, sizeof err);
     uint64_t size = sk.out_len;
     sink_free(&sk);
+
     if (rc == 0 && lim.exact && size != lim.out) {
         snprintf(err, sizeof err, "object %s has %llu bytes, the catalog says %llu", path, (unsigned long long)size,
                  (unsigned long long)lim.out);
@@ -1270,6 +1477,7 @@ static int fetch_object(const char *hex, char suffix, int raw, struct limits lim
         snprintf(err, sizeof err, "cache %s: cannot rename: %s", opt.cache_dir, strerror(errno));
         rc = -EIO;
     }
+    claim_release(name, claim_fd);
     if (rc < 0) {
         unlink(tmp);
         logmsg("cannot fetch object %s: %s", path, err);
@@ -2394,7 +2602,8 @@ static void usage(int code) {
     fprintf(code ? stderr : stdout,
             "usage: " PROG " --url URL [--url URL2 ...] --pubkey master.pub [--tag T | --root-hash H]\n"
             "       [--cache DIR] [--cache-size MB] [--fqrn NAME] [--root-hash-file F] [--min-revision N]\n"
-            "       [--retries N] [--timeout S] [--connect-timeout S] [--deadline S] [--proxy SPEC] [--log F] [-f] [-d]\n"
+            "       [--retries N] [--timeout S] [--connect-timeout S] [--deadline S] [--proxy SPEC] [--prefetch N]\n"
+            "       [--log F] [-f] [-d]\n"
             "       MOUNTPOINT\n"
             "Mount a CernVM-FS repository read-only after checking its whitelist and manifest signatures.\n"
             "URL may list several servers separated by ';' or ','; they are tried in turn.\n"
@@ -2403,7 +2612,9 @@ static void usage(int code) {
             "request goes DIRECT; with it, only where SPEC says DIRECT. E.g. \"http://squid1:3128|http://squid2:3128;DIRECT\"\n"
             "--timeout: seconds without a byte before a server counts as failed (default 20); --connect-timeout\n"
             "(default 5); --deadline: seconds for one whole request (default 120). A manifest older than the\n"
-            "newest one seen before (kept in the cache) is ignored; --min-revision N refuses revisions below N.\n");
+            "newest one seen before (kept in the cache) is ignored; --min-revision N refuses revisions below N.\n"
+            "--prefetch N: N processes (default 4, 0: none) fetch the objects named by the repository's\n"
+            ".cvmfsprefetch-<root hash> (a boot's working set, in order) into the cache after mounting.\n");
     exit(code);
 }
 
@@ -2445,7 +2656,7 @@ int main(int argc, char **argv) {
         {"allow-expired-whitelist", no_argument, 0, 'E'}, {"help", no_argument, 0, 'h'},
         {"connect-timeout", required_argument, 0, 'C'}, {"deadline", required_argument, 0, 'Z'},
         {"min-revision", required_argument, 0, 'M'}, {"proxy", required_argument, 0, 'P'},
-        {0, 0, 0, 0}};
+        {"prefetch", required_argument, 0, 'p'}, {0, 0, 0, 0}};
     int c;
     while ((c = getopt_long(argc, argv, "u:k:t:r:c:s:n:fdh", lo, NULL)) != -1) {
         switch (c) {
@@ -2472,6 +2683,7 @@ int main(int argc, char **argv) {
             break;
         }
         case 'P': opt.proxy = optarg; break;
+        case 'p': opt.prefetch = int_arg("--prefetch", optarg, 0); break;
         case 'D': opt.root_daemon = 1; break;
         case 'W': opt.root_hash_file = abs_path(optarg); break;
         case 'L': opt.log_file = abs_path(optarg); break;
@@ -2602,6 +2814,7 @@ int main(int argc, char **argv) {
     mount_up = 1; /* from here on: EIO and a log line, never die() */
     if (opt.root_daemon) argv[0][0] = '@'; /* systemd spares "@" processes when it kills everything */
     struct fuse_session *se = fuse_get_session(fuse);
+    prefetch_start(fuse_session_fd(se), mounted.root_hash);
     fuse_set_signal_handlers(se);
     int rc = fuse_loop(fuse);
     fuse_remove_signal_handlers(se);
