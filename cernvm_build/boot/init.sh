@@ -75,6 +75,23 @@ while read -r mod; do
     [ -n "$mod" ] && insmod "/lib/modules/$KERNEL_VERSION/$mod" 2>/dev/null
 done < /etc/cernvm/modules
 
+# ------------------------------------------------- scratch disk, looked for while DHCP runs
+# block drivers probe asynchronously: waiting up to 2 s for a disk that is not there would otherwise
+# come before the network (a diskless machine's whole wait)
+SCRATCH_FOUND=/run/cernvm-scratch
+SCRATCH_PID=
+if [ -n "$SCRATCH_LABEL" ]; then
+    (
+        i=0
+        while [ $i -lt 20 ]; do
+            if d=$(findfs "LABEL=$SCRATCH_LABEL" 2>/dev/null); then echo "$d" > "$SCRATCH_FOUND"; break; fi
+            sleep 0.1
+            i=$((i + 1))
+        done
+    ) &
+    SCRATCH_PID=$!
+fi
+
 # ---------------------------------------------------------------------------------------- network
 ip link set lo up
 ifaces=
@@ -101,13 +118,9 @@ say "network: $NET_OK $(cat /run/cernvm-ip 2>/dev/null)"
 RW=/mnt/.rw
 RO=/mnt/.ro
 SCRATCH=
-if [ -n "$SCRATCH_LABEL" ]; then
-    i=0
-    while [ $i -lt 20 ]; do
-        dev=$(findfs "LABEL=$SCRATCH_LABEL" 2>/dev/null) && break
-        sleep 0.1
-        i=$((i + 1))
-    done
+if [ -n "$SCRATCH_PID" ]; then
+    wait "$SCRATCH_PID"
+    dev=$(cat "$SCRATCH_FOUND" 2>/dev/null)
     if [ -n "$dev" ]; then
         mount -t ext4 "$dev" "$RW" || fail "cannot mount scratch disk $dev (LABEL=$SCRATCH_LABEL, ext4)"
         SCRATCH=$dev
