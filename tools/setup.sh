@@ -31,6 +31,9 @@ OS_PACKAGES=(
   # the release page (`cernvm-build report`) is checked in a real headless browser: Debian's Chromium,
   # its WebDriver and selenium (seen by .venv through --system-site-packages)
   chromium chromium-driver python3-selenium
+  # bootable disk images through diskimage-builder (issue 16; the pip group `dib` brings disk-image-create):
+  # kpartx maps the partitions, DIB's scripts call sudo even as root; GRUB comes from the lock, not the host
+  kpartx sudo
 )
 
 missing=()
@@ -68,6 +71,6 @@ want="$(sha256sum pyproject.toml | cut -d' ' -f1)"
 if [ ! -x .venv/bin/python ] || [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
   /usr/bin/python3 -m venv --system-site-packages .venv
   # compat mode: a plain .pth path entry instead of an import-hook finder (cheaper start-up)
-  .venv/bin/python -m pip install -q --disable-pip-version-check -e '.[test]' --config-settings editable_mode=compat
+  .venv/bin/python -m pip install -q --disable-pip-version-check -e '.[test,dib]' --config-settings editable_mode=compat
   echo "$want" > "$stamp"
 fi

@@ -54,6 +54,7 @@ class QemuOptions:
     initrd: Path | None = None
     append: str = ""
     disk: Path | None = None
+    disk_format: str = "raw"         # or "qcow2" (a bootable disk image: `image --bootable`)
     memory_mb: int = 1024
     cpus: int = 2
     nic: str = "virtio-net-pci"
@@ -87,7 +88,7 @@ class QemuOptions:
         if self.kernel:
             cmd += ["-kernel", str(self.kernel), "-initrd", str(self.initrd), "-append", self.append]
         if self.disk:
-            cmd += ["-drive", f"file={self.disk},format=raw,if=virtio"]
+            cmd += ["-drive", f"file={self.disk},format={self.disk_format},if=virtio"]
         return cmd + self.extra
 
 
