@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import pytest
@@ -13,6 +12,7 @@ from cernvm_build.errors import CvmfsError, PipelineConfigError
 from cernvm_build.pipeline.definition import load_pipeline
 from cernvm_build.pipeline.releases import run_snapshots
 from cernvm_build.pipeline.stages import IsoStage, default_stages
+from tests.integration.test_build_pipeline import build, ran
 
 PIPELINE = """\
 name = "releases"
@@ -46,17 +46,6 @@ def project(tmp: Path, repo, extra: str = "") -> Path:
     p = tmp / "pipeline" / "releases.toml"
     p.write_text(PIPELINE + extra)
     return p
-
-
-def build(args: list[str], capsys) -> tuple[int, dict | None, str]:
-    capsys.readouterr()
-    rc = main(["build", *args, "--json"])
-    out, err = capsys.readouterr()
-    return rc, (json.loads(out) if rc == 0 else None), err
-
-
-def ran(result: dict) -> list[str]:
-    return [s["name"] for s in result["stages"] if s["status"] == "ran"]
 
 
 def test_two_snapshots_one_repository_deduplicated(debrepo, tmp_path, capsys):
