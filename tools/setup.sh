@@ -67,7 +67,7 @@ if [ -x /etc/init.d/squid ] && [ "$(id -u)" = 0 ]; then
 fi
 
 stamp=.venv/.cernvm-build-setup
-want="$(sha256sum pyproject.toml | cut -d' ' -f1)"
+want="$(cat pyproject.toml bin/cernvm-build | sha256sum | cut -d' ' -f1)"   # the launcher is copied, not linked
 if [ ! -x .venv/bin/python ] || [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
   /usr/bin/python3 -m venv --system-site-packages .venv
   # compat mode: a plain .pth path entry instead of an import-hook finder (cheaper start-up)

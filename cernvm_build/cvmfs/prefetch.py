@@ -51,10 +51,33 @@ def list_text(root_hash: str, names: Iterable[str]) -> str:
     return "".join(f"{x}\n" for x in [f"cvmfs-prefetch 1 {root_hash}", *names])
 
 
+def uncompressed_objects(repo: str | Path, root_hash: str) -> set[str]:
+    """The objects of snapshot ROOT_HASH stored uncompressed (files deflate does not shrink): the
+    client's workers cannot tell them from a lying server's bytes, so a list never names them."""
+    from cernvm_build.cvmfs.reader import Repository
+
+    raw: set[str] = set()
+    with Repository(str(repo), check_whitelist=False) as r:
+        stack = [root_hash]
+        while stack:
+            cat = r.catalog(stack.pop())
+            stack.extend(n.hash for n in cat.nested())
+            for e in cat.all_entries(ordered=False):
+                if not e.is_regular or e.compressed:
+                    continue
+                if e.hash:
+                    raw.add(e.hash)
+                if e.is_chunked:
+                    raw.update(c.hash + "P" for c in cat.chunks(e.path))
+    return raw
+
+
 def write_list(repo: str | Path, root_hash: str, names: Iterable[str]) -> Path:
-    """Publish the list for ROOT_HASH in the repository directory REPO (atomically)."""
+    """Publish the list for ROOT_HASH in the repository directory REPO (atomically), leaving out the
+    snapshot's uncompressed objects (the mount fetches those itself)."""
     out = Path(repo) / f"{PREFIX}{root_hash}"
-    text = list_text(root_hash, names)
+    raw = uncompressed_objects(repo, root_hash)
+    text = list_text(root_hash, [n for n in names if n not in raw])
     with atomic_path(out) as tmp:
         tmp.write_text(text)
     out.chmod(0o644)
