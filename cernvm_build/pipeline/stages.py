@@ -459,16 +459,26 @@ class IsoStage(Stage):
 
     def __init__(self, builder: Callable[..., Any] | None = None):
         self.builder = builder
+        self._last: tuple[Context, StageOutput, Any] | None = None   # options() then run(): one request
 
     def skip_reason(self, ctx: Context) -> str | None:
         return None if ctx.definition.iso is not None else "no [iso] section"
 
     def request(self, ctx: Context, inputs: Mapping[str, StageOutput]):
-        """The IsoOptions of this build: everything build_iso reads, and nothing it does not."""
+        """The IsoOptions of this build: everything build_iso reads, and nothing it does not. The engine
+        asks for the key (options) and then runs: the repository is opened and its tags verified once."""
+        snap = inputs["publish"]
+        if self._last is not None and self._last[0] is ctx and self._last[1] is snap:
+            return self._last[2]
+        request = self._request(ctx, snap)
+        self._last = (ctx, snap, request)
+        return request
+
+    def _request(self, ctx: Context, snap: SnapshotOutput):
         from cernvm_build.boot.iso import IsoOptions
         from cernvm_build.store.fetch import FetchOptions
 
-        i, snap = ctx.definition.iso, inputs["publish"]
+        i = ctx.definition.iso
         return IsoOptions(boot_lock=i.boot_lock, repo_url=i.repo_url, pubkeys=[Path(snap.cvmfs_pubkey)],
                           tag=snap.tag, root_hash=snap.root_hash, min_revision=snap.revision,
                           cache_root=ctx.definition.cache_dir,

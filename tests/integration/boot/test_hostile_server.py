@@ -13,10 +13,9 @@ import errno
 import os
 import socket
 import subprocess
-import threading
 import time
 import zlib
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 from typing import Callable
 
@@ -29,6 +28,8 @@ from cernvm_build.cvmfs.reader import Repository
 from cernvm_build.errors import MountError
 
 from cvmfs_helpers import FQRN, IS_ROOT, make_tree
+
+from tests.support.loopback import LoopbackServer
 
 SMALL = dict(chunk_size=1 << 20, max_catalog_entries=25, min_catalog_entries=3, durable=False)
 MEMORY_BOUND = 64 << 20  # bytes of peak RSS allowed to the client, whatever the server does
@@ -83,24 +84,13 @@ class Handler(BaseHTTPRequestHandler):
         self.end_headers()
 
 
-class LyingServer(ThreadingHTTPServer):
-    daemon_threads = True
-
+class LyingServer(LoopbackServer):
     def __init__(self, repo: Path, lies: dict[str, Lie] | None = None):
-        super().__init__(("127.0.0.1", 0), Handler)
         self.repo = repo
         self.lies = lies or {}
         self.lie_hits: list[str] = []
         self.honest_hits: list[str] = []
-        threading.Thread(target=self.serve_forever, daemon=True).start()
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.server_address[1]}"
-
-    def stop(self) -> None:
-        self.shutdown()
-        self.server_close()
+        super().__init__(Handler)
 
 
 def _flood(h: Handler, chunk: bytes, limit: int = FLOOD) -> None:
@@ -174,11 +164,6 @@ LIES: dict[str, Lie] = {
 
 
 # ------------------------------------------------------------------------------------ fixtures
-@pytest.fixture(scope="module")
-def binary() -> Path:
-    return client.build_client()
-
-
 @pytest.fixture
 def published(repo, keys, tmp_path):
     tree = make_tree(tmp_path / "tree")

@@ -25,11 +25,6 @@ SMALL = dict(chunk_size=1 << 20, max_catalog_entries=25, min_catalog_entries=3, 
 pytestmark = pytest.mark.skipif(not (IS_ROOT and os.path.exists("/dev/fuse")), reason="needs root and /dev/fuse")
 
 
-@pytest.fixture(scope="session")
-def binary(tmp_path_factory) -> Path:
-    return client.build_client()
-
-
 @pytest.fixture
 def published(repo, keys, tmp_path):
     tree = make_tree(tmp_path / "tree")

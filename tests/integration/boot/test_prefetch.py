@@ -10,7 +10,7 @@ import os
 import threading
 import time
 from collections import Counter
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 
 import pytest
@@ -20,6 +20,8 @@ from cernvm_build.cvmfs import prefetch
 from cernvm_build.cvmfs.publish import PublishOptions, publish
 
 from cvmfs_helpers import FQRN, IS_ROOT, make_tree
+
+from tests.support.loopback import LoopbackServer
 
 pytestmark = pytest.mark.skipif(not (IS_ROOT and os.path.exists("/dev/fuse")), reason="needs root and /dev/fuse")
 SMALL = dict(chunk_size=1 << 20, max_catalog_entries=25, min_catalog_entries=3, durable=False)
@@ -56,29 +58,13 @@ class Handler(BaseHTTPRequestHandler):
         self.wfile.write(body)
 
 
-class Server(ThreadingHTTPServer):
-    daemon_threads = True
-
+class Server(LoopbackServer):
     def __init__(self, repo: Path, lies: dict[str, int] | None = None):
-        super().__init__(("127.0.0.1", 0), Handler)
         self.repo, self.lies, self.hits, self.peers = repo, lies or {}, Counter(), set()
         self.lock = threading.Lock()
         self.refuse_objects = False
         self.first_peer = None       # the mount's own connection (manifest, catalogs)
-        threading.Thread(target=self.serve_forever, daemon=True).start()
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.server_address[1]}"
-
-    def stop(self) -> None:
-        self.shutdown()
-        self.server_close()
-
-
-@pytest.fixture(scope="module")
-def binary() -> Path:
-    return client.build_client()
+        super().__init__(Handler)
 
 
 @pytest.fixture

@@ -19,7 +19,7 @@ import threading
 import time
 import urllib.request
 import zlib
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 
 import pytest
@@ -30,6 +30,7 @@ from cernvm_build.cvmfs.objects import object_relpath
 from cernvm_build.cvmfs.publish import PublishOptions, publish
 from cernvm_build.cvmfs.reader import Repository
 from cernvm_build.errors import MountError
+from tests.support.loopback import LoopbackServer
 from tests.support.nginx import free_port
 from tests.support.squid import SQUID, Squid
 
@@ -83,23 +84,16 @@ class OriginHandler(BaseHTTPRequestHandler):
             self.close_connection = True
 
 
-class Origin(ThreadingHTTPServer):
+class Origin(LoopbackServer):
     """The repository server (stratum-0/1 stand-in) on 127.0.0.1."""
 
-    daemon_threads = True
-
     def __init__(self, repo: Path):
-        super().__init__(("127.0.0.1", 0), OriginHandler)
         self.repo = repo
         self.corrupt: dict[str, int] = {}  # relative path -> how many more times to send wrong bytes
         self.delay = 0.0
         self.lock = threading.Lock()
         self.log: list[tuple[str, str | None, int, str | None]] = []  # (path, Via, bytes, Cache-Control)
-        threading.Thread(target=self.serve_forever, daemon=True).start()
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.server_address[1]}"
+        super().__init__(OriginHandler)
 
     def handle_error(self, request, client_address) -> None:  # a squid killed mid-request: not news
         pass
@@ -110,10 +104,6 @@ class Origin(ThreadingHTTPServer):
 
     def data_bytes(self, since: int = 0) -> int:
         return sum(n for p, _, n, _ in self.log[since:] if p.startswith("data/"))
-
-    def stop(self) -> None:
-        self.shutdown()
-        self.server_close()
 
 
 # --------------------------------------------------------------------------------------- squid
@@ -132,11 +122,6 @@ def squids(tmp_path):
 
 
 # ------------------------------------------------------------------------------------ fixtures
-@pytest.fixture(scope="session")
-def binary() -> Path:
-    return client.build_client()
-
-
 @pytest.fixture
 def origin(repo, keys, tmp_path):
     tree = make_tree(tmp_path / "tree")
@@ -352,13 +337,11 @@ def test_a_slow_proxy_that_delivers_within_the_deadline_keeps_the_traffic(origin
     slow proxy (160 KiB/s, never 2 s idle) delivers a 1 MiB chunk in ~7 s within the 15 s deadline: the
     backup group (a squid) sees nothing."""
     tree, o, _ = origin
-    slow = ThreadingHTTPServer(("127.0.0.1", 0), SlowProxyHandler)
-    slow.daemon_threads = True
+    slow = LoopbackServer(SlowProxyHandler)
     slow.requests = []
-    threading.Thread(target=slow.serve_forever, daemon=True).start()
     backup = squids("backup")
     mnt = _mnt(tmp_path)
-    spec = f"http://127.0.0.1:{slow.server_address[1]};{backup.url}"
+    spec = f"{slow.url};{backup.url}"
     try:
         # no boot prefetch: this stand-in proxy serves only the file under test, and the list (asked
         # for through the proxies like any file) would fail over to the backup
@@ -370,8 +353,7 @@ def test_a_slow_proxy_that_delivers_within_the_deadline_keeps_the_traffic(origin
             took = time.monotonic() - t0
             assert _xattr(mnt, "proxy_failovers") == "0"
     finally:
-        slow.shutdown()
-        slow.server_close()
+        slow.stop()
     assert backup.access() == [] and slow.requests
     assert took > 3, took  # it really was slow
     FIGURES.append(f"slow proxy (160 KiB/s): a 1 MiB chunk in {took:.1f} s, 0 failovers, backup squid unused")
