@@ -121,6 +121,10 @@ def run() -> NoReturn:
     are flushed first, so nothing observable changes but the time. main() itself always returns,
     for callers in the same process (tests).
     """
+    if _command_word(sys.argv[1:]) == "lock":
+        import gc
+
+        gc.disable()        # as bin/cernvm-build does: a lock makes no garbage worth collecting
     code = main()
     if not _quick_exit:
         sys.exit(code)

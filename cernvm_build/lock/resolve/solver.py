@@ -108,10 +108,12 @@ def describe_problems(problems: list) -> list[str]:
     return lines
 
 
-def requires_of(s: "solv.XSolvable", weak: bool) -> list["solv.Dep"]:
-    deps = list(s.lookup_deparray(solv.SOLVABLE_REQUIRES, 1)) + list(s.lookup_deparray(solv.SOLVABLE_REQUIRES, -1))
+def requires_ids(s: "solv.XSolvable", weak: bool) -> list[int]:
+    """The ids of S's Pre-Depends/Depends (requires, prerequisites included), and of its Recommends
+    when WEAK: ids, not Dep objects (one SWIG object per dependency otherwise)."""
+    deps = s.lookup_idarray(solv.SOLVABLE_REQUIRES, 1) + s.lookup_idarray(solv.SOLVABLE_REQUIRES, -1)
     if weak:
-        deps += list(s.lookup_deparray(solv.SOLVABLE_RECOMMENDS))
+        deps += s.lookup_idarray(solv.SOLVABLE_RECOMMENDS)
     return deps
 
 
@@ -186,27 +188,29 @@ def solve(u: Universe, req: Request) -> tuple[list["solv.XSolvable"], list["solv
 def to_closure(recipe: Recipe, u: Universe, loaded: list[LoadedRepo], closure: list, roots: list,
                weak: bool, choices: str) -> Closure:
     pool = u.pool
-    ids = {s.id for s in closure}
+    names = {s.id: s.name for s in closure}
     within: dict[int, list[tuple[int, str]]] = {}     # dependency -> its providers in the closure
     pkgs = []
+    size = u.format.download_size
     for s in closure:
-        part = u.part_of(s)
+        sid, name, evr = s.id, s.name, s.evr
+        part = u.part_of_id(sid)
         location = s.lookup_location()[0]
         checksum = s.lookup_checksum(solv.SOLVABLE_CHECKSUM)
         if checksum is None or checksum.typestr() != "sha256":
-            raise ResolveError(f"{s.name} {s.evr}: the repository metadata lists no sha256 for it "
+            raise ResolveError(f"{name} {evr}: the repository metadata lists no sha256 for it "
                                f"({checksum.typestr() if checksum else 'no checksum'}); refusing to pin "
                                "a package that cannot be verified")
         deps = set()
-        for dep in requires_of(s, weak):
-            providers = within.get(dep.id)
+        for dep in requires_ids(s, weak):
+            providers = within.get(dep)
             if providers is None:
-                providers = within[dep.id] = [(p.id, p.name) for p in pool.whatprovides(dep.id) if p.id in ids]
-            deps.update(name for pid, name in providers if pid != s.id)
-        epoch, version, release = split_evr(s.evr)
+                providers = within[dep] = [(p.id, names[p.id]) for p in pool.whatprovides(dep) if p.id in names]
+            deps.update(pname for pid, pname in providers if pid != sid)
+        epoch, version, release = split_evr(evr)
         pkgs.append(LockedPackage(
-            name=s.name, epoch=epoch, version=version, release=release, arch=s.arch,
-            repository=part.loaded.record.name, location=location, size=u.format.download_size(part, s),
+            name=name, epoch=epoch, version=version, release=release, arch=s.arch,
+            repository=part.loaded.record.name, location=location, size=size(part, s),
             sha256=checksum.hex(), depends=tuple(sorted(deps))))
     return Closure(
         name=recipe.name, flavour=recipe.flavour, arch=recipe.arch, recipe_digest=recipe.digest(),
