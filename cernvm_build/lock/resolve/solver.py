@@ -10,7 +10,6 @@ accepts the packages that obsolete it (formats/rpm/dnf_choices.py).
 
 from __future__ import annotations
 
-import logging
 from dataclasses import dataclass
 
 import solv
@@ -21,8 +20,9 @@ from cernvm_build.lock.recipe import PackageSpec, Recipe
 from cernvm_build.lock.resolve.repository import LoadedRepo
 from cernvm_build.lock.resolve.universe import Universe, libsolv_version
 from cernvm_build.util.timing import mark
+from cernvm_build.util.log import getLogger
 
-log = logging.getLogger(__name__)
+log = getLogger(__name__)
 
 SEL = solv.Selection
 

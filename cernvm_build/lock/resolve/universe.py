@@ -8,7 +8,6 @@ libsolv version, which is what makes a warm `lock` take a fraction of a second.
 from __future__ import annotations
 
 import ctypes
-import logging
 from bisect import bisect_right
 from dataclasses import dataclass, field
 from functools import lru_cache
@@ -23,7 +22,6 @@ from cernvm_build.util.content_store import ContentStore
 from cernvm_build.util.files import atomic_path
 from cernvm_build.util.timing import mark
 
-log = logging.getLogger(__name__)
 
 SOLV_CACHE_FORMAT = "4"         # 4: the Debian side index holds the name graph (formats/deb/index.py)
 
