@@ -169,6 +169,11 @@ def _toml_str(s: str) -> str:
     return "".join(out)
 
 
+def _quoted(s: str) -> str:
+    """_toml_str of a string _PLAIN matches."""
+    return f'"{s}"'
+
+
 def _toml_value(v: Any) -> str:
     if isinstance(v, bool):
         return "true" if v else "false"
@@ -231,9 +236,14 @@ def dumps(closure: Closure) -> str:
             _kv(out, "path", i.path)
             _kv(out, "sha256", i.sha256)
             _kv(out, "size", i.size)
-    q = _toml_str
+    plain = _PLAIN.match
     for p in c.packages:       # the bulk of a lock: written directly, same format as _kv
-        deps = ", ".join(q(d) for d in p.depends)
+        if plain(f"{p.name}{p.version}{p.release}{p.arch}{p.repository}{p.location}{p.sha256}{''.join(p.depends)}"):
+            q = _quoted                 # (the usual case: no string of the package needs escapes)
+            deps = '"' + '", "'.join(p.depends) + '"' if p.depends else ""
+        else:
+            q = _toml_str
+            deps = ", ".join(q(d) for d in p.depends)
         out.append(f"\n[[package]]\nname = {q(p.name)}\nepoch = {int(p.epoch)}\nversion = {q(p.version)}\n"
                    f"release = {q(p.release)}\narch = {q(p.arch)}\nrepository = {q(p.repository)}\n"
                    f"location = {q(p.location)}\nsize = {int(p.size)}\nsha256 = {q(p.sha256)}\n"

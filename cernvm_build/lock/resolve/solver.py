@@ -189,7 +189,7 @@ def to_closure(recipe: Recipe, u: Universe, loaded: list[LoadedRepo], closure: l
                weak: bool, choices: str) -> Closure:
     pool = u.pool
     names = {s.id: s.name for s in closure}
-    within: dict[int, list[tuple[int, str]]] = {}     # dependency -> its providers in the closure
+    within: dict[int, list[int]] = {}     # dependency -> its providers in the closure
     pkgs = []
     size = u.format.download_size
     for s in closure:
@@ -201,17 +201,18 @@ def to_closure(recipe: Recipe, u: Universe, loaded: list[LoadedRepo], closure: l
             raise ResolveError(f"{name} {evr}: the repository metadata lists no sha256 for it "
                                f"({checksum.typestr() if checksum else 'no checksum'}); refusing to pin "
                                "a package that cannot be verified")
-        deps = set()
+        deps: set[int] = set()
         for dep in requires_ids(s, weak):
             providers = within.get(dep)
             if providers is None:
-                providers = within[dep] = [(p.id, names[p.id]) for p in pool.whatprovides(dep) if p.id in names]
-            deps.update(pname for pid, pname in providers if pid != sid)
+                providers = within[dep] = [p.id for p in pool.whatprovides(dep) if p.id in names]
+            deps.update(providers)
+        deps.discard(sid)
         epoch, version, release = split_evr(evr)
         pkgs.append(LockedPackage(
             name=name, epoch=epoch, version=version, release=release, arch=s.arch,
             repository=part.loaded.record.name, location=location, size=size(part, s),
-            sha256=checksum.hex(), depends=tuple(sorted(deps))))
+            sha256=checksum.hex(), depends=tuple(sorted({names[i] for i in deps}))))
     return Closure(
         name=recipe.name, flavour=recipe.flavour, arch=recipe.arch, recipe_digest=recipe.digest(),
         solver=Solver("libsolv", libsolv_version(), choices, weak),
