@@ -67,6 +67,10 @@ def main() -> int:
     phases["other"] = end - ready - sum(spent.values())
     for phase, ns in phases.items():
         print(f"timing {phase} {ns / 1e6:.2f}", file=sys.stderr)
+    if getattr(cernvm_build.cli, "_quick_exit", False):      # as its cli.run() ends such a command:
+        sys.stdout.flush()                                  # without the interpreter's teardown
+        sys.stderr.flush()
+        os._exit(rc)
     return rc
 
 
