@@ -1,21 +1,22 @@
 """Command line: a thin layer over the library. Each command is one module, commands/NAME.py
 (`tree-digest` -> commands/tree_digest.py), exposing register(subparsers).
 
-argparse (not click/typer) keeps start-up cheap: a warm `lock` must finish in well under 0.3 s, so a
-command line that names a command imports only that command's module.
+argparse (not click/typer) keeps start-up cheap: a warm `lock` must finish in well under 0.1 s, so a
+command line that names a command imports only that command's module, and a plain `lock` command
+line (commands/lock.py, simple_args) is read without argparse and logging, which it does not need.
 """
 
 from __future__ import annotations
 
-import argparse
-import importlib
-from functools import partial
-import logging
 import sys
-from typing import NoReturn
+from typing import TYPE_CHECKING
 
 from cernvm_build.errors import CernVMBuildError
 from cernvm_build.util.timing import mark
+
+if TYPE_CHECKING:
+    import argparse
+    from typing import NoReturn
 
 # In the order `--help` lists them.
 COMMANDS = ("lock", "show", "key", "sign", "verify", "trusted-root", "diff", "why", "graph", "sbom", "policy",
@@ -36,14 +37,19 @@ def _command_word(argv: list[str]) -> str | None:
     return None
 
 
-class _Formatter(argparse.HelpFormatter):
-    """argparse's help formatter, with the terminal width found as shutil.get_terminal_size finds it
-    but without importing shutil (which loads zlib, bz2 and lzma): argparse makes a formatter for
-    every option it is given, in every run, help asked for or not."""
+def _formatter() -> type:
+    import argparse
 
-    def __init__(self, prog: str, indent_increment: int = 2, max_help_position: int = 24,
-                 width: int | None = None):
-        super().__init__(prog, indent_increment, max_help_position, width or _columns() - 2)
+    class _Formatter(argparse.HelpFormatter):
+        """argparse's help formatter, with the terminal width found as shutil.get_terminal_size finds
+        it but without importing shutil (which loads zlib, bz2 and lzma): argparse makes a formatter
+        for every option it is given, in every run, help asked for or not."""
+
+        def __init__(self, prog: str, indent_increment: int = 2, max_help_position: int = 24,
+                     width: int | None = None):
+            super().__init__(prog, indent_increment, max_help_position, width or _columns() - 2)
+
+    return _Formatter
 
 
 def _columns() -> int:
@@ -63,6 +69,11 @@ def _columns() -> int:
 
 def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
     """The parser; given ARGV naming a known command, only that command's module is imported."""
+    import argparse
+    import importlib
+    from functools import partial
+
+    _Formatter = _formatter()
     parser = argparse.ArgumentParser(
         prog="cernvm-build",
         description="Reproducible OS snapshots: shopping list -> closure lock -> CernVM-FS -> boot ISO.",
@@ -84,12 +95,24 @@ def main(argv: list[str] | None = None) -> int:
     global _quick_exit
     mark("start: interpreter, site, cli")
     argv = sys.argv[1:] if argv is None else argv
-    parser = build_parser(argv)
-    args = parser.parse_args(argv)
+    args = None
+    if _command_word(argv) == "lock":
+        from cernvm_build.commands.lock import simple_args
+
+        args = simple_args(argv)
+    if args is None:
+        args = build_parser(argv).parse_args(argv)
     _quick_exit = getattr(args, "quick_exit", False)
     mark("command line")
-    level = logging.WARNING - 10 * min(args.verbose, 2)
-    logging.basicConfig(level=level, format="%(levelname)s: %(message)s", stream=sys.stderr)
+    level = 30 - 10 * min(args.verbose, 2)          # WARNING, INFO with -v, DEBUG with -vv
+    if _quick_exit:     # (lock: its modules log through cernvm_build.util.log, which imports logging on demand)
+        from cernvm_build.util import log
+
+        log.configure(level, format="%(levelname)s: %(message)s", stream=sys.stderr)
+    else:
+        import logging
+
+        logging.basicConfig(level=level, format="%(levelname)s: %(message)s", stream=sys.stderr)
     try:
         return int(args.func(args) or 0)
     except CernVMBuildError as exc:
@@ -121,6 +144,10 @@ def run() -> NoReturn:
     are flushed first, so nothing observable changes but the time. main() itself always returns,
     for callers in the same process (tests).
     """
+    if _command_word(sys.argv[1:]) == "lock":
+        import gc
+
+        gc.disable()        # as bin/cernvm-build does: a lock makes no garbage worth collecting
     code = main()
     if not _quick_exit:
         sys.exit(code)

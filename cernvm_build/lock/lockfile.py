@@ -124,12 +124,17 @@ class Closure:
 
     def canonical(self) -> "Closure":
         """Sorted everything: the form that is written (records already in that form are kept as
-        they are: a lock is made canonical when resolved and again when written)."""
+        they are: a lock is made canonical when resolved and again when written, and the second
+        time returns the same object, marked as canonical when the first made it)."""
+        if self.__dict__.get("_canonical"):
+            return self
         pkgs = tuple(sorted((_canonical_package(p) for p in self.packages), key=lambda p: (p.name, p.arch, p.evr)))
         repos = tuple(replace(r, indexes=tuple(sorted(r.indexes, key=lambda i: i.path)),
                               key_fingerprints=tuple(sorted(set(r.key_fingerprints))))
                       for r in self.repositories)
-        return replace(self, packages=pkgs, repositories=repos, roots=tuple(sorted(set(self.roots))))
+        out = replace(self, packages=pkgs, repositories=repos, roots=tuple(sorted(set(self.roots))))
+        out.__dict__["_canonical"] = True      # (not a field: replace() and loads() make unmarked copies)
+        return out
 
 
 def _canonical_package(p: LockedPackage) -> LockedPackage:
@@ -162,6 +167,11 @@ def _toml_str(s: str) -> str:
             out.append(ch)
     out.append('"')
     return "".join(out)
+
+
+def _quoted(s: str) -> str:
+    """_toml_str of a string _PLAIN matches."""
+    return f'"{s}"'
 
 
 def _toml_value(v: Any) -> str:
@@ -226,9 +236,14 @@ def dumps(closure: Closure) -> str:
             _kv(out, "path", i.path)
             _kv(out, "sha256", i.sha256)
             _kv(out, "size", i.size)
-    q = _toml_str
+    plain = _PLAIN.match
     for p in c.packages:       # the bulk of a lock: written directly, same format as _kv
-        deps = ", ".join(q(d) for d in p.depends)
+        if plain(f"{p.name}{p.version}{p.release}{p.arch}{p.repository}{p.location}{p.sha256}{''.join(p.depends)}"):
+            q = _quoted                 # (the usual case: no string of the package needs escapes)
+            deps = '"' + '", "'.join(p.depends) + '"' if p.depends else ""
+        else:
+            q = _toml_str
+            deps = ", ".join(q(d) for d in p.depends)
         out.append(f"\n[[package]]\nname = {q(p.name)}\nepoch = {int(p.epoch)}\nversion = {q(p.version)}\n"
                    f"release = {q(p.release)}\narch = {q(p.arch)}\nrepository = {q(p.repository)}\n"
                    f"location = {q(p.location)}\nsize = {int(p.size)}\nsha256 = {q(p.sha256)}\n"
@@ -244,10 +259,31 @@ def digest(text: str | bytes) -> str:
 
 
 def write_lock(closure: Closure, path: str | Path) -> str:
-    """Write the canonical lock atomically; returns its digest."""
-    text = dumps(closure)
-    atomic_write(path, text)
-    return digest(text)
+    """Write the canonical lock atomically; returns its digest. A file that already holds exactly
+    these bytes (mode 0644, as written) is left as it is, like the pipeline's lock stage does: a
+    re-lock whose closure has not changed costs no fsync and rename (and keeps the file's mtime)."""
+    data = dumps(closure).encode()
+    if not _holds(path, data):
+        atomic_write(path, data)
+    return digest(data)
+
+
+def _holds(path: str | Path, data: bytes) -> bool:
+    """Is PATH a regular file of mode 0644 whose bytes are DATA?"""
+    import os
+    import stat
+
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
+    except OSError:
+        return False
+    try:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode) or stat.S_IMODE(st.st_mode) != 0o644 or st.st_size != len(data):
+            return False
+        return os.read(fd, len(data) + 1) == data
+    finally:
+        os.close(fd)
 
 
 # ---- reading -------------------------------------------------------------------------------------

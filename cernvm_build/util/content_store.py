@@ -26,7 +26,6 @@ import hashlib
 import hmac
 import json
 import os
-import threading
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
@@ -241,6 +240,8 @@ class ContentStore:
     def tmpfile(self, pkg: Pinned) -> Path:
         d = self.root / "packages" / "tmp"
         d.mkdir(parents=True, exist_ok=True)
+        import threading        # (fetch only: a lock does not need it)
+
         return d / f"{pkg.sha256}.{os.getpid()}.{threading.get_ident()}"
 
 

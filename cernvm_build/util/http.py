@@ -9,7 +9,6 @@ Nothing here trusts what it fetched: callers verify digests and signatures befor
 
 from __future__ import annotations
 
-import logging
 import shutil
 import time
 import urllib.error
@@ -20,8 +19,9 @@ from typing import Callable, TypeVar
 
 from cernvm_build.errors import FetchError
 from cernvm_build.util.files import atomic_path
+from cernvm_build.util.log import getLogger
 
-log = logging.getLogger(__name__)
+log = getLogger(__name__)
 
 USER_AGENT = "cernvm-build/0.1"
 TIMEOUT = 60

@@ -5,9 +5,12 @@ Run alone: .venv/bin/python tests/benchmarks/bench_lock.py [--repeat N] [--basel
 Needs the live Debian archive (bookworm main amd64). Runs this checkout's code (PYTHONPATH), never
 an installed copy, and prints times, ratios, closure sizes and where the time goes:
   cold    - empty .solv/side-table cache (the Packages file itself already downloaded): metadata parse
-  warm    - everything cached (--offline: the signature is still checked, its gpgv result sealed)
+  warm    - everything cached (--offline: the signature is still checked, its gpgv result sealed);
+            each run re-locks into the same file, which write_lock leaves as it is when the lock's
+            bytes have not changed (a lock written to a new file also pays its fsync and rename)
   apt     - python-apt in a fresh process: open the (warm) cache over an empty dpkg status + mark the
-            list (the resolution alone, timed inside the process: start-up and imports excluded)
+            list (the resolution alone, timed inside the process: start-up and imports excluded;
+            its CPU time likewise)
   apt-get - `apt-get install --simulate` whole process in an isolated configuration
 Variants of the warm lock, all measured interleaved in the same run (the machine is shared, so only
 ratios measured side by side mean much):
@@ -25,6 +28,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import resource
 import shutil
 import statistics
 import subprocess
@@ -48,7 +52,7 @@ PHASES_HARNESS = Path(__file__).with_name("lock_phases.py")
 
 APT_TIMER = r'''
 import sys, time, json
-t0 = time.perf_counter()
+t0, c0 = time.perf_counter(), time.process_time()
 import apt_pkg
 opts = json.loads(sys.argv[1]); names = sys.argv[2:]
 apt_pkg.init_config()
@@ -65,7 +69,7 @@ with apt_pkg.ActionGroup(dep):
     for p in sorted(pkgs, key=lambda p: p.id):
         dep.mark_install(p, True)
 n = sum(1 for p in cache.packages if dep.marked_install(p))
-print(time.perf_counter() - t0, n)
+print(time.perf_counter() - t0, n, time.process_time() - c0)
 '''
 
 
@@ -74,6 +78,7 @@ class Variant:
 
     def __init__(self, name: str, prefix: list[str], code: Path, marks: bool):
         self.name, self.prefix, self.code, self.marks = name, prefix, code, marks
+        self.cpu: list[float] = []
 
     def env(self, t0: int | None = None) -> dict[str, str]:
         env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "CERNVM_BUILD_TIMINGS")}
@@ -83,11 +88,15 @@ class Variant:
         return env
 
     def run(self, args: list[str]) -> tuple[float, dict[str, float]]:
-        """Wall time of one whole process, and its phases (ms) when it reports them."""
+        """Wall time of one whole process, and its phases (ms) when it reports them; its CPU time
+        (user + system, seconds) is added to self.cpu."""
+        before = resource.getrusage(resource.RUSAGE_CHILDREN)
         t0 = time.monotonic_ns()
         proc = subprocess.run([*self.prefix, "lock", *args], env=self.env(t0), stdout=subprocess.DEVNULL,
                               stderr=subprocess.PIPE, text=True)
         wall = (time.monotonic_ns() - t0) / 1e9
+        after = resource.getrusage(resource.RUSAGE_CHILDREN)
+        self.cpu.append(after.ru_utime + after.ru_stime - before.ru_utime - before.ru_stime)
         if proc.returncode != 0:
             raise SystemExit(f"{self.name}: lock failed:\n{proc.stderr}")
         phases: dict[str, float] = {}
@@ -193,6 +202,7 @@ def main() -> None:
         head = f"{'list':36} {'pkgs':>5} {'cold':>7} " + "".join(f"{v.name:>9}" for v in variants)
         print(f"\n{head} {'apt':>7} {'apt-get -s':>10}  " + "".join(f"{'apt/' + v.name:>16}" for v in variants))
         profiles: dict[str, dict[str, list[dict[str, float]]]] = {}
+        cpus: dict[str, str] = {}
         for names in LISTS:
             recipe = recipe_for(names, work)
             outs = {v.name: work / f"{v.name}.lock" for v in variants}
@@ -211,7 +221,9 @@ def main() -> None:
                 raise SystemExit(f"{' '.join(names)}: the variants wrote different locks: {sorted(texts)}")
             warms: dict[str, list[float]] = defaultdict(list)
             phases: dict[str, list[dict[str, float]]] = defaultdict(list)
-            apts, simulates = [], []
+            apts, apt_cpus, simulates = [], [], []
+            for v in variants:
+                v.cpu.clear()
             for i in range(args.repeat):     # interleaved: every variant sees the same load
                 for v in variants:
                     wall, ph = v.run(lock_args[v.name])
@@ -219,8 +231,9 @@ def main() -> None:
                     phases[v.name].append(ph)
                 res = subprocess.run(["/usr/bin/python3", "-c", APT_TIMER, json.dumps(opts), *names],
                                      check=True, capture_output=True, text=True)
-                secs, napt = res.stdout.split()
+                secs, napt, cpu = res.stdout.split()
                 apts.append(float(secs))
+                apt_cpus.append(float(cpu))
                 if i < max(1, args.repeat // 3):
                     simulates.append(timed(["apt-get", *apt_args, "-qq", "--simulate", "install", *names]))
             npk = len(read_lock(outs["launcher"]).packages)
@@ -231,9 +244,18 @@ def main() -> None:
             print(f"{' '.join(names):36} {npk:5d} {c:7.3f} " + "".join(f"{w[v.name]:9.3f}" for v in variants)
                   + f" {a:7.3f} {s:10.3f}  " + "".join(f"{a / w[v.name]:15.2f}x" for v in variants)
                   + f"   (apt marked {napt}){cold_before}")
+            ac = statistics.median(apt_cpus)
+            cpus[" ".join(names)] = f"{' '.join(names):36} " + "".join(
+                f"{statistics.median(v.cpu) * 1e3:9.1f}" for v in variants) + f" {ac * 1e3:7.1f}  " + "".join(
+                f"{ac / statistics.median(v.cpu):15.2f}x" for v in variants)
             profiles[" ".join(names)] = phases
         print("\ntimes in seconds (median); cold and the variants are whole `cernvm-build lock` processes;"
               " apt/X > 1 means the whole lock process beats apt's resolution alone")
+        print(f"\nCPU time, user + system (median ms; less sensitive to a shared machine's load than wall time)\n"
+              f"{'list':36} " + "".join(f"{v.name:>9}" for v in variants) + f" {'apt':>7}  "
+              + "".join(f"{'apt/' + v.name:>16}" for v in variants))
+        for line in cpus.values():
+            print(line)
         for title, phases in profiles.items():
             print_profile(f"where the time goes (warm): {title}", phases)
     finally:

@@ -2,9 +2,9 @@
 """`cernvm-build ARGS` (a lock) with its phases timed from outside, for code without timing marks.
 
 bench_lock.py runs an older revision (--baseline) through this file: it imports the lock command's
-modules, wraps the functions each phase is made of (the same names in every revision so far), runs
-cernvm_build.cli.main and prints `timing PHASE MS` lines like cernvm_build/util/timing.py does, so
-both profiles line up. The modules a real run imports lazily are imported here up front, in
+modules, wraps the functions each phase is made of (the same names in every revision so far; one
+that a revision lacks is skipped), runs cernvm_build.cli.main and prints `timing PHASE MS` lines like
+cernvm_build/util/timing.py does, so both profiles line up. The modules a real run imports lazily are imported here up front, in
 "imports"; what no wrapped function covers is "other".
 """
 
@@ -28,6 +28,7 @@ WRAPPED = [  # (module, attribute, phase)
     ("cernvm_build.lock.recipe", "load_recipe", "recipe"),
     ("cernvm_build.formats.deb.archive", "load_deb_repository", "signed metadata: Release, gpgv, index seals"),
     ("cernvm_build.formats.deb.universe", "add_to_universe", "load .solv and side tables"),
+    ("cernvm_build.formats.deb.universe", "add_needed", "load .solv and side tables"),   # (narrowed: since 45a3587)
     (solv.Pool, "addfileprovides_queue", "whatprovides"),
     (solv.Pool, "createwhatprovides", "whatprovides"),
     ("cernvm_build.lock.resolve.solver", "_select", "select"),
@@ -40,7 +41,9 @@ spent: dict[str, int] = {}
 
 
 def wrap(owner: object, attr: str, phase: str) -> None:
-    original = getattr(owner, attr)
+    original = getattr(owner, attr, None)
+    if original is None:        # a function this revision does not have yet
+        return
 
     def timed(*args, **kwargs):
         t = time.monotonic_ns()
@@ -64,6 +67,10 @@ def main() -> int:
     phases["other"] = end - ready - sum(spent.values())
     for phase, ns in phases.items():
         print(f"timing {phase} {ns / 1e6:.2f}", file=sys.stderr)
+    if getattr(cernvm_build.cli, "_quick_exit", False):      # as its cli.run() ends such a command:
+        sys.stdout.flush()                                  # without the interpreter's teardown
+        sys.stderr.flush()
+        os._exit(rc)
     return rc
 
 

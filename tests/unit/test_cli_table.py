@@ -48,3 +48,27 @@ def test_help_and_unknown_commands_list_every_command():
     assert res.returncode == 2
     for n in cli.COMMANDS:
         assert n in res.stderr
+
+
+@pytest.mark.parametrize("argv", [
+    ["lock", "r.toml"],
+    ["lock", "r.toml", "-o", "x", "--cache", "c", "--offline", "-q"],
+    ["-v", "lock", "--output=x", "r.toml", "--policy", "apt", "--check", "L", "--allow-expired", "--quiet"],
+    ["-vv", "--verbose", "lock", "r.toml", "--cache=c", "--policy=libsolv"],
+])
+def test_a_simple_lock_command_line_reads_as_argparse_reads_it(argv):
+    from cernvm_build.commands.lock import simple_args
+
+    fast = simple_args(argv)
+    assert fast is not None and vars(fast) == vars(cli.build_parser(argv).parse_args(argv))
+
+
+@pytest.mark.parametrize("argv", [
+    ["lock", "r.toml", "--policy", "bogus"], ["lock", "r.toml", "--off"], ["lock", "-h"], ["lock", "r.toml", "-o"],
+    ["lock"], ["lock", "a.toml", "b.toml"], ["lock", "r.toml", "--", "x"], ["lock", "r.toml", "-o=x"],
+    ["lock", "r.toml", "-v"], ["lock", "r.toml", "--offline=yes"],
+])
+def test_anything_else_is_left_to_argparse(argv):
+    from cernvm_build.commands.lock import simple_args
+
+    assert simple_args(argv) is None

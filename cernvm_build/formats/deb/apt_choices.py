@@ -64,6 +64,8 @@ class AptWalk:
         self._prov: dict[int, list[int]] = {}
         self._is_cand: dict[int, bool] = {}
         self._sole: dict[frozenset[int], int | None] = {}
+        self._single: dict[tuple[str, str, str], tuple[Alternatives, frozenset[int]]] = {}
+        self._kinds = [("Pre-Depends", True), ("Depends", True)] + ([("Recommends", False)] if weak else [])
         self._rank = {id(p): n for n, p in enumerate(u.parts)}
 
     def facts(self, sid: int) -> Facts:
@@ -71,7 +73,8 @@ class AptWalk:
         if f is None:
             part = self.u.part_of_id(sid)
             idx, i = part.side, part.pos(sid)
-            f = self._facts[sid] = Facts(self.pool.id2solvable(sid).name, idx, i, idx.flags[i],
+            # the name from the side table (the same stanza's Package: no SWIG solvable object)
+            f = self._facts[sid] = Facts(idx.package_name(i), idx, i, idx.flags[i],
                                          idx.priority[i], (self._rank[id(part)] << 40) + idx.name_rank[i])
         return f
 
@@ -102,19 +105,27 @@ class AptWalk:
         cached = self._groups.get(sid)
         if cached is not None:
             return cached
-        import apt_pkg
+        from apt_pkg import parse_depends
 
         f = self.facts(sid)
         fields = f.index.dep_fields(f.pos)
         out = []
-        kinds = [("Pre-Depends", True), ("Depends", True)] + ([("Recommends", False)] if self.weak else [])
-        for key, critical in kinds:
+        single = self._single
+        for key, critical in self._kinds:
             text = fields.get(key)
             if not text:
                 continue
-            for group in apt_pkg.parse_depends(text, False):
+            for group in parse_depends(text, False):
+                if len(group) == 1:     # most groups: one alternative, met in many stanzas alike
+                    alt = group[0]
+                    hit = single.get(alt)
+                    if hit is None:
+                        d = self._dep(*alt)
+                        hit = single[alt] = ([d], frozenset(self.providers(d[1])))
+                    out.append(Group(critical, *hit))
+                    continue
                 alts = [self._dep(name, ver, op) for name, ver, op in group]
-                out.append(Group(critical, alts, frozenset().union(*(self.providers(d) for _, d in alts))))
+                out.append(Group(critical, alts, frozenset().union(*[self.providers(d) for _, d in alts])))
         self._groups[sid] = out
         return out
 

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import hashlib
 import importlib
-import logging
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,8 +22,9 @@ from cernvm_build.lock.resolve.repository import LoadedRepo, MetadataOptions
 from cernvm_build.trust.gpgv import verify_clearsigned, verify_detached
 from cernvm_build.util.content_store import ContentStore
 from cernvm_build.util.files import atomic_path, sha256_bytes, sha256_file
+from cernvm_build.util.log import getLogger
 
-log = logging.getLogger(__name__)
+log = getLogger(__name__)
 
 COMPRESSIONS = (".xz", ".gz", ".bz2", "")
 # the module whose open() reads each compression (imported only when an index is downloaded)

@@ -11,7 +11,6 @@ libsolv does more than check apt's choices).
 
 from __future__ import annotations
 
-import logging
 import mmap
 import os
 from array import array
@@ -34,8 +33,9 @@ from cernvm_build.lock.resolve.universe import (
     write_solv,
 )
 from cernvm_build.util.content_store import ContentStore
+from cernvm_build.util.log import getLogger
 
-log = logging.getLogger(__name__)
+log = getLogger(__name__)
 
 
 def side_index(u: Universe, s: "solv.XSolvable") -> tuple[debindex.DebIndex, int]:

@@ -13,7 +13,6 @@ import bz2
 import email.utils
 import gzip
 import hashlib
-import logging
 import lzma
 import shutil
 import subprocess
@@ -29,8 +28,9 @@ from cernvm_build.trust.gpgv import Verified, verify_detached
 from cernvm_build.util import http
 from cernvm_build.util.content_store import ContentStore
 from cernvm_build.util.files import atomic_path, sha256_bytes, sha256_file
+from cernvm_build.util.log import getLogger
 
-log = logging.getLogger(__name__)
+log = getLogger(__name__)
 
 REPOMD = "repodata/repomd.xml"
 _NS = {"repo": "http://linux.duke.edu/metadata/repo"}

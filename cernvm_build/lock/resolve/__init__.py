@@ -8,7 +8,6 @@ libsolv is asked for.
 
 from __future__ import annotations
 
-import logging
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Callable, Iterable
@@ -22,8 +21,9 @@ from cernvm_build.lock.resolve.solver import ChoicesNotClosed, Request, solve, t
 from cernvm_build.lock.resolve.universe import Universe, open_universe
 from cernvm_build.util.content_store import ContentStore
 from cernvm_build.util.timing import mark
+from cernvm_build.util.log import getLogger
 
-log = logging.getLogger(__name__)
+log = getLogger(__name__)
 
 
 @dataclass(frozen=True)

@@ -10,7 +10,6 @@ accepts the packages that obsolete it (formats/rpm/dnf_choices.py).
 
 from __future__ import annotations
 
-import logging
 from dataclasses import dataclass
 
 import solv
@@ -21,8 +20,9 @@ from cernvm_build.lock.recipe import PackageSpec, Recipe
 from cernvm_build.lock.resolve.repository import LoadedRepo
 from cernvm_build.lock.resolve.universe import Universe, libsolv_version
 from cernvm_build.util.timing import mark
+from cernvm_build.util.log import getLogger
 
-log = logging.getLogger(__name__)
+log = getLogger(__name__)
 
 SEL = solv.Selection
 
@@ -108,10 +108,12 @@ def describe_problems(problems: list) -> list[str]:
     return lines
 
 
-def requires_of(s: "solv.XSolvable", weak: bool) -> list["solv.Dep"]:
-    deps = list(s.lookup_deparray(solv.SOLVABLE_REQUIRES, 1)) + list(s.lookup_deparray(solv.SOLVABLE_REQUIRES, -1))
+def requires_ids(s: "solv.XSolvable", weak: bool) -> list[int]:
+    """The ids of S's Pre-Depends/Depends (requires, prerequisites included), and of its Recommends
+    when WEAK: ids, not Dep objects (one SWIG object per dependency otherwise)."""
+    deps = s.lookup_idarray(solv.SOLVABLE_REQUIRES, 1) + s.lookup_idarray(solv.SOLVABLE_REQUIRES, -1)
     if weak:
-        deps += list(s.lookup_deparray(solv.SOLVABLE_RECOMMENDS))
+        deps += s.lookup_idarray(solv.SOLVABLE_RECOMMENDS)
     return deps
 
 
@@ -186,28 +188,31 @@ def solve(u: Universe, req: Request) -> tuple[list["solv.XSolvable"], list["solv
 def to_closure(recipe: Recipe, u: Universe, loaded: list[LoadedRepo], closure: list, roots: list,
                weak: bool, choices: str) -> Closure:
     pool = u.pool
-    ids = {s.id for s in closure}
-    within: dict[int, list[tuple[int, str]]] = {}     # dependency -> its providers in the closure
+    names = {s.id: s.name for s in closure}
+    within: dict[int, list[int]] = {}     # dependency -> its providers in the closure
     pkgs = []
+    size = u.format.download_size
     for s in closure:
-        part = u.part_of(s)
+        sid, name, evr = s.id, s.name, s.evr
+        part = u.part_of_id(sid)
         location = s.lookup_location()[0]
         checksum = s.lookup_checksum(solv.SOLVABLE_CHECKSUM)
         if checksum is None or checksum.typestr() != "sha256":
-            raise ResolveError(f"{s.name} {s.evr}: the repository metadata lists no sha256 for it "
+            raise ResolveError(f"{name} {evr}: the repository metadata lists no sha256 for it "
                                f"({checksum.typestr() if checksum else 'no checksum'}); refusing to pin "
                                "a package that cannot be verified")
-        deps = set()
-        for dep in requires_of(s, weak):
-            providers = within.get(dep.id)
+        deps: set[int] = set()
+        for dep in requires_ids(s, weak):
+            providers = within.get(dep)
             if providers is None:
-                providers = within[dep.id] = [(p.id, p.name) for p in pool.whatprovides(dep.id) if p.id in ids]
-            deps.update(name for pid, name in providers if pid != s.id)
-        epoch, version, release = split_evr(s.evr)
+                providers = within[dep] = [p.id for p in pool.whatprovides(dep) if p.id in names]
+            deps.update(providers)
+        deps.discard(sid)
+        epoch, version, release = split_evr(evr)
         pkgs.append(LockedPackage(
-            name=s.name, epoch=epoch, version=version, release=release, arch=s.arch,
-            repository=part.loaded.record.name, location=location, size=u.format.download_size(part, s),
-            sha256=checksum.hex(), depends=tuple(sorted(deps))))
+            name=name, epoch=epoch, version=version, release=release, arch=s.arch,
+            repository=part.loaded.record.name, location=location, size=size(part, s),
+            sha256=checksum.hex(), depends=tuple(sorted({names[i] for i in deps}))))
     return Closure(
         name=recipe.name, flavour=recipe.flavour, arch=recipe.arch, recipe_digest=recipe.digest(),
         solver=Solver("libsolv", libsolv_version(), choices, weak),

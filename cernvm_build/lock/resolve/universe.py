@@ -8,7 +8,6 @@ libsolv version, which is what makes a warm `lock` take a fraction of a second.
 from __future__ import annotations
 
 import ctypes
-import logging
 from bisect import bisect_right
 from dataclasses import dataclass, field
 from functools import lru_cache
@@ -23,7 +22,6 @@ from cernvm_build.util.content_store import ContentStore
 from cernvm_build.util.files import atomic_path
 from cernvm_build.util.timing import mark
 
-log = logging.getLogger(__name__)
 
 SOLV_CACHE_FORMAT = "4"         # 4: the Debian side index holds the name graph (formats/deb/index.py)
 
@@ -67,6 +65,7 @@ class Universe:
     narrowed: bool = False      # only what a request reaches is loaded (formats/deb/universe.py, add_needed)
     _starts: list[int] = field(default_factory=list)            # first solvable id of each non-empty part
     _ranged: list[RepoPart] = field(default_factory=list)       # those parts, in the same order
+    _ends: list[int] = field(default_factory=list)              # and the id after each one's last
 
     def index_parts(self) -> None:
         """Make part_of_id work: a repo's solvables are one contiguous id range (each is loaded whole,
@@ -75,11 +74,12 @@ class Universe:
         ranged = sorted((p for p in self.parts if p.solv_repo.nsolvables), key=lambda p: p.first_id)
         self._starts = [p.first_id for p in ranged]
         self._ranged = ranged
+        self._ends = [p.first_id + p.solv_repo.nsolvables for p in ranged]
 
     def part_of_id(self, sid: int) -> RepoPart:
-        part = self._ranged[bisect_right(self._starts, sid) - 1]
-        assert part.first_id <= sid < part.first_id + part.solv_repo.nsolvables
-        return part
+        k = bisect_right(self._starts, sid) - 1
+        assert 0 <= k and sid < self._ends[k]
+        return self._ranged[k]
 
     def part_of(self, s: "solv.XSolvable") -> RepoPart:
         return self.part_of_id(s.id)
