@@ -294,3 +294,30 @@ def test_narrowed_universe_loads_only_what_is_reachable(repo, tmp_path, cache):
     u, _ = load_universe(recipe, LockOptions(cache_dir=cache), _request_names(recipe))
     assert u.narrowed
     assert sorted(s.name for s in u.pool.solvables_iter()) == ["gawk", "mawk", "tool"]
+
+
+@pytest.fixture(scope="module")
+def dropped_provides(tmp_path_factory):
+    """A package whose newer version no longer provides a virtual name that an older one did."""
+    return build_deb_repo(tmp_path_factory.mktemp("dropped") / "archive", [
+        DebPkg("base-files", priority="required", essential=True),
+        DebPkg("mailer", "1.0", provides="mail-agent"),
+        DebPkg("mailer", "2.0"),
+        DebPkg("postie", "1.0", provides="mail-agent"),
+        DebPkg("wants-mail", "1.0", depends="mail-agent"),
+        DebPkg("wants-any-mail", "1.0", depends="mailer | mail-agent"),
+    ])
+
+
+@pytest.mark.parametrize("names", [["wants-mail"], ["wants-any-mail"], ["mail-agent"], ["wants-mail", "mailer"]])
+def test_narrowed_universe_holds_every_version_of_a_provider(dropped_provides, tmp_path, cache, monkeypatch,
+                                                              names):
+    """A stanza reached through a Provides brings its package's other versions too: apt's candidate is
+    the package's newest version, which may not provide the name (then apt must not take the older one)."""
+    recipe = write_recipe(tmp_path / "p.toml", dropped_provides, names)
+    whole = _resolve_text(recipe, cache, narrow=False, monkeypatch=monkeypatch)
+    assert _resolve_text(recipe, cache, narrow=True, monkeypatch=monkeypatch) == whole
+    if names == ["wants-mail"]:
+        apt = apt_resolution([packages_file(dropped_provides)], names)
+        assert ("postie", "1.0") in apt.items() and "mailer" not in apt, apt
+        assert 'name = "postie"' in whole and 'name = "mailer"' not in whole, whole

@@ -132,7 +132,9 @@ def _side_table(u: Universe, loaded: LoadedRepo, path: Path, sha: str, store: Co
 def _reach(sides: list[debindex.DebIndex], roots: Iterable[str]) -> list[list[int]]:
     """Per side index, the stanzas (in file order) that ROOTS reach through Package/Provides names
     and Pre-Depends/Depends, across all indexes (a dependency in one may be provided by another;
-    names are numbered alike in all of them)."""
+    names are numbered alike in all of them). A stanza taken brings its own name too: every version of
+    its package, as apt's candidate is the package's best version, which may not provide what the
+    older one was reached through."""
     graphs = [s.graph for s in sides]
     taken: list[set[int]] = [set() for _ in graphs]
     todo = list({debindex.name_hash(r.encode()) for r in roots})
@@ -144,6 +146,10 @@ def _reach(sides: list[debindex.DebIndex], roots: Iterable[str]) -> list[list[in
                 if i in got:
                     continue
                 got.add(i)
+                own = debindex.name_hash(g.package(i))
+                if own not in seen:
+                    seen.add(own)
+                    todo.append(own)
                 for d in g.needs(i):
                     if d not in seen:
                         seen.add(d)
